@@ -1,0 +1,266 @@
+"""Loading a policy set: strict YAML, then JSON Schema, then typed models, with located errors.
+
+`read_policy_files` takes the files of a policy folder (name -> bytes, so drafts from the admin
+console load the same way as a folder on disk) and returns a `PolicySet`, or raises
+`PolicyError` listing every problem in every file. The compiler then checks what spans files
+(names, types, expressions) and adds its own problems.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import msgspec
+from jsonschema.exceptions import ValidationError
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from engine.errors import PolicyError, Problem
+from engine.model import POLICY_KINDS, REQUIRED_KINDS
+from engine.yamlsafe import YamlDocument, YamlProblem, format_path, read_yaml
+from schemas import SCHEMA_DIR
+
+MAX_POLICY_FILES = 40
+MAX_POLICY_SET_BYTES = 4 * 1024 * 1024
+POLICY_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Validated policy documents, one per kind, and the hash of their content."""
+
+    documents: dict[str, YamlDocument]  # kind -> document
+    models: dict[str, Any]  # kind -> typed model (engine.model)
+    content_hash: str
+
+    def file_of(self, kind: str) -> YamlDocument:
+        return self.documents[kind]
+
+
+def _schema_registry() -> Registry:
+    resources = []
+    for path in sorted((SCHEMA_DIR / "policy").glob("*.schema.json")):
+        contents = json.loads(path.read_text())
+        resources.append((path.name, DRAFT202012.create_resource(contents)))
+    return Registry().with_resources(resources)
+
+
+_REGISTRY = _schema_registry()
+_VALIDATORS: dict[str, jsonschema.Draft202012Validator] = {}
+
+
+def validator_for(kind: str) -> jsonschema.Draft202012Validator:
+    if kind not in _VALIDATORS:
+        schema = json.loads((SCHEMA_DIR / "policy" / f"{kind}.schema.json").read_text())
+        _VALIDATORS[kind] = jsonschema.Draft202012Validator(
+            schema, registry=_REGISTRY, format_checker=jsonschema.FormatChecker()
+        )
+    return _VALIDATORS[kind]
+
+
+# ── humane messages for JSON Schema errors ─────────────────────────────────────────────
+
+_JSON_TYPES = {
+    "string": "text",
+    "number": "a number",
+    "integer": "a whole number",
+    "boolean": "true or false",
+    "object": "a mapping (key: value)",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'" if len(value) < 60 else f"'{value[:57]}...'"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _alternatives(error: ValidationError) -> list[dict[str, Any]]:
+    expected: Any = error.validator_value
+    branches = expected if isinstance(expected, list) else []
+    return [branch for branch in branches if isinstance(branch, dict)]
+
+
+def _humane(error: ValidationError) -> tuple[list[str | int], str]:
+    """The path and a plain-words message for one schema error."""
+    path: list[str | int] = list(error.absolute_path)
+    value: Any = error.instance
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    kind: Any = error.validator
+    expected: Any = error.validator_value
+    if kind == "enum":
+        options = ", ".join(str(option) for option in expected)
+        return path, f"expected one of {options}, got {_describe(value)}"
+    if kind == "const":
+        return path, f"expected {_describe(expected)}, got {_describe(value)}"
+    if kind == "type":
+        wanted: list[str] = expected if isinstance(expected, list) else [expected]
+        return path, f"expected {' or '.join(_JSON_TYPES.get(w, w) for w in wanted)}, got {_describe(value)}"
+    if kind == "required":
+        missing = [name for name in expected if isinstance(value, dict) and name not in value]
+        return path, "missing required field " + ", ".join(f"'{name}'" for name in missing)
+    if kind == "additionalProperties" and isinstance(value, dict):
+        allowed = sorted(schema.get("properties", {}))
+        extra = [key for key in value if key not in allowed]
+        parts = []
+        for key in extra:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        listing = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return [*path, extra[0]] if extra else path, f"unknown field {', '.join(parts)}{listing}"
+    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        words = {
+            "minimum": "at least",
+            "exclusiveMinimum": "greater than",
+            "maximum": "at most",
+            "exclusiveMaximum": "less than",
+        }[kind]
+        return path, f"must be {words} {expected}, got {_describe(value)}"
+    if kind == "pattern":
+        explanation = schema.get("description", f"the pattern {expected}")
+        return path, f"{_describe(value)} is not of the expected form: {explanation}"
+    if kind == "minLength":
+        return (
+            path,
+            "must not be empty" if expected == 1 else f"must be at least {expected} characters",
+        )
+    if kind == "maxLength":
+        return path, f"is {len(value)} characters long; at most {expected} allowed"
+    if kind == "minItems":
+        return path, f"needs at least {expected} item(s)"
+    if kind == "maxItems":
+        return path, f"has {len(value)} items; at most {expected} allowed"
+    if kind == "maxProperties":
+        return path, f"has {len(value)} entries; at most {expected} allowed"
+    if kind == "uniqueItems":
+        return path, "items must be unique"
+    if kind == "propertyNames":
+        return path, f"{_describe(error.instance)} is not a valid name"
+    if kind in ("oneOf", "anyOf"):
+        return _humane_union(error, path, value)
+    if kind == "not":
+        return path, "has a combination of fields that is not allowed here (see the schema's description)"
+    return path, error.message
+
+
+def _humane_union(error: ValidationError, path: list[str | int], value: Any) -> tuple[list[str | int], str]:
+    branches = _alternatives(error)
+    if isinstance(value, dict):
+        # Discriminate by required keys: the branch whose required keys are all present.
+        fitting = [
+            index
+            for index, branch in enumerate(branches)
+            if branch.get("required") and all(key in value for key in branch["required"])
+        ]
+        if len(fitting) == 1:
+            sub_errors = [e for e in error.context or [] if e.relative_schema_path[0] == fitting[0]]
+            if sub_errors:
+                best = jsonschema.exceptions.best_match(sub_errors)
+                if best is not None:
+                    return _humane(best)
+        if error.validator == "oneOf" and len(fitting) > 1:
+            return path, "give exactly one of " + " or ".join(
+                f"'{branches[i]['required'][0]}'" for i in fitting if branches[i].get("required")
+            )
+    descriptions = [b.get("description") for b in branches if b.get("description")]
+    if not descriptions and error.context:
+        best = jsonschema.exceptions.best_match(error.context)
+        if best is not None:
+            return _humane(best)
+    wanted = "; or ".join(str(d) for d in descriptions) if descriptions else "one of the allowed forms"
+    described = error.schema.get("description") if isinstance(error.schema, dict) else None
+    prefix = f"{described} " if described else ""
+    return path, f"{prefix}expected {wanted}; got {_describe(value)}"
+
+
+def schema_problems(kind: str, doc: YamlDocument) -> list[Problem]:
+    problems = []
+    for error in sorted(validator_for(kind).iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
+        path, message = _humane(error)
+        problems.append(doc.problem(tuple(path), message))
+    return problems
+
+
+# ── the policy set ─────────────────────────────────────────────────────────────────────
+
+
+def content_hash(documents: Mapping[str, YamlDocument]) -> str:
+    """sha256 of the policy content (not of its formatting or comments)."""
+    canonical = json.dumps({kind: doc.data for kind, doc in documents.items()}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def read_policy_files(files: Mapping[str, bytes]) -> PolicySet:
+    """Parse and validate every file; raise `PolicyError` with all problems found."""
+    problems: list[Problem] = []
+    documents: dict[str, YamlDocument] = {}
+    total = sum(len(raw) for raw in files.values())
+    if len(files) > MAX_POLICY_FILES:
+        raise PolicyError([Problem("(policy set)", f"{len(files)} files; at most {MAX_POLICY_FILES} allowed")])
+    if total > MAX_POLICY_SET_BYTES:
+        raise PolicyError(
+            [Problem("(policy set)", f"{total:,} bytes in all; at most {MAX_POLICY_SET_BYTES:,} allowed")]
+        )
+    for name in sorted(files):
+        try:
+            doc = read_yaml(name, files[name])
+        except YamlProblem as exc:
+            problems.append(exc.problem)
+            continue
+        if not isinstance(doc.data, dict) or not isinstance(doc.data.get("kind"), str):
+            problems.append(doc.problem((), "a policy file must be a mapping with a 'kind' (products, tiers, ...)"))
+            continue
+        kind = doc.data["kind"]
+        if kind == "tests":
+            continue  # policy test cases live beside the policies; engine.policytests reads them
+        if kind not in POLICY_KINDS:
+            problems.append(doc.problem(("kind",), f"unknown kind {kind!r}; expected one of {', '.join(POLICY_KINDS)}"))
+            continue
+        if kind in documents:
+            problems.append(doc.problem(("kind",), f"a second '{kind}' file (the first is {documents[kind].file})"))
+            continue
+        kind_problems = schema_problems(kind, doc)
+        problems.extend(kind_problems)
+        if not kind_problems:
+            documents[kind] = doc
+    for kind in REQUIRED_KINDS:
+        if kind not in documents and not any(p.file.endswith(f"{kind}.yaml") for p in problems):
+            present = ", ".join(sorted(documents)) or "none"
+            problems.append(Problem("(policy set)", f"no '{kind}' policy file (found kinds: {present})"))
+    if problems:
+        raise PolicyError(problems)
+    models = {kind: msgspec.convert(doc.data, POLICY_KINDS[kind]) for kind, doc in documents.items()}
+    return PolicySet(documents, models, content_hash(documents))
+
+
+def policy_files_in(folder: Path) -> dict[str, bytes]:
+    """The policy files of a folder (top level only; `tests/` holds test cases)."""
+    if not folder.is_dir():
+        raise PolicyError([Problem(str(folder), "not a folder")])
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix in POLICY_SUFFIXES:
+            if path.stat().st_size > MAX_POLICY_SET_BYTES:
+                raise PolicyError([Problem(path.name, f"file is {path.stat().st_size:,} bytes; far too large")])
+            files[path.name] = path.read_bytes()
+    return files
+
+
+__all__ = ["PolicySet", "format_path", "policy_files_in", "read_policy_files", "schema_problems"]
