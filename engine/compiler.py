@@ -34,7 +34,7 @@ from engine.loader import PolicySet
 from engine.model import BandsDoc, ChiDoc, FactsDoc, Missing, ProductsDoc, Rule, RulesDoc, SegmentsDoc, TiersDoc, Why
 from engine.results import AccountResult, Firing, Issue, Reason
 from engine.snapshot import ACCOUNT_ATTRIBUTES, ACCOUNT_FIELDS, ENTITIES, Account, EntitySpec
-from engine.templates import CompiledTemplate, compile_template
+from engine.templates import CompiledTemplate, compile_template, template_names
 from engine.types import BOOL, DATE, LIST_OF, NUMBER, Kind, Type
 from engine.yamlsafe import Path
 
@@ -287,8 +287,9 @@ class _Compiler:
         try:
             return compile_template(source, scope)
         except ExpressionError as exc:
-            where = f" (column {exc.column} of the template)" if exc.column else ""
-            self.report(kind, path, f"{exc.message}{where}: {source}")
+            if not (template_names(source) & self.failed):
+                where = f" (column {exc.column} of the template)" if exc.column else ""
+                self.report(kind, path, f"{exc.message}{where}: {source}")
             return None
 
     def check_name(self, kind: str, path: Path, name: str, taken: Iterable[str] = ()) -> bool:

@@ -462,6 +462,8 @@ class _Checker:
         return f"({left_code} {symbol} {container_code})", BOOL
 
     def _visit_Call(self, node: ast.Call, nonnull: frozenset[str]) -> tuple[str, Type]:
+        if isinstance(node.func, ast.Attribute):
+            raise ExpressionError("attribute access (x.y) is not allowed, so methods cannot be called", _location(node))
         if not isinstance(node.func, ast.Name):
             raise ExpressionError("only the functions of the function table can be called", _location(node))
         function = FUNCTIONS.get(node.func.id)

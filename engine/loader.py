@@ -161,24 +161,32 @@ def _humane(error: ValidationError) -> tuple[list[str | int], str]:
 
 
 def _humane_union(error: ValidationError, path: list[str | int], value: Any) -> tuple[list[str | int], str]:
+    """Explain a failed anyOf/oneOf by the alternative the value was evidently meant to be."""
     branches = _alternatives(error)
+    by_branch: dict[int, list[ValidationError]] = {}
+    for sub_error in error.context or []:
+        by_branch.setdefault(int(sub_error.relative_schema_path[0]), []).append(sub_error)
     if isinstance(value, dict):
-        # Discriminate by required keys: the branch whose required keys are all present.
+        # An object is meant to be the branch whose required keys it has (e.g. {sum: ...}).
         fitting = [
             index
             for index, branch in enumerate(branches)
             if branch.get("required") and all(key in value for key in branch["required"])
         ]
-        if len(fitting) == 1:
-            sub_errors = [e for e in error.context or [] if e.relative_schema_path[0] == fitting[0]]
-            if sub_errors:
-                best = jsonschema.exceptions.best_match(sub_errors)
-                if best is not None:
-                    return _humane(best)
         if error.validator == "oneOf" and len(fitting) > 1:
-            return path, "give exactly one of " + " or ".join(
-                f"'{branches[i]['required'][0]}'" for i in fitting if branches[i].get("required")
-            )
+            keys = " or ".join(f"'{branches[i]['required'][0]}'" for i in fitting)
+            return path, f"give exactly one of {keys}"
+    else:
+        # Otherwise it is meant to be a branch that does not reject its very shape.
+        shape = {"type", "enum", "const"}
+        fitting = [
+            index
+            for index, errors in by_branch.items()
+            if not any(e.validator in shape and len(e.relative_path) == 0 for e in errors)
+        ]
+    if len(fitting) == 1 and by_branch.get(fitting[0]):
+        deepest = max(by_branch[fitting[0]], key=lambda e: len(e.absolute_path))
+        return _humane(deepest)
     descriptions = [b.get("description") for b in branches if b.get("description")]
     if not descriptions and error.context:
         best = jsonschema.exceptions.best_match(error.context)
@@ -192,10 +200,10 @@ def _humane_union(error: ValidationError, path: list[str | int], value: Any) -> 
 
 def schema_problems(kind: str, doc: YamlDocument) -> list[Problem]:
     problems = []
-    for error in sorted(validator_for(kind).iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
+    for error in validator_for(kind).iter_errors(doc.data):
         path, message = _humane(error)
         problems.append(doc.problem(tuple(path), message))
-    return problems
+    return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
 
 
 # ── the policy set ─────────────────────────────────────────────────────────────────────

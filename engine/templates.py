@@ -9,6 +9,7 @@ concatenations, so rendering is as cheap as hand-written formatting and can do n
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from engine.expressions import Name
 from engine.types import Kind
 
 MAX_FILTER_ARGUMENT = 80
+_FIELD = re.compile(r"(?<!\{)\{\s*([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ def _emit_field(name: str, entry: Name, filter_name: str | None, argument: str |
         return f"_fmt_or({value}, {argument!r})"
     mapping = "PRODUCT_NAMES" if filter_name == "product_name" else "PRODUCT_LABELS"
     return f"_fmt({mapping}.get({value}, {value}))"
+
+
+def template_names(source: str) -> set[str]:
+    """The names a template's fields mention (without checking anything)."""
+    return {match.group(1) for match in _FIELD.finditer(source)}
 
 
 def compile_template(source: str, scope: Mapping[str, Name]) -> CompiledTemplate:
