@@ -23,6 +23,8 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import keyword
+import operator
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,7 @@ from engine.templates import CompiledTemplate, compile_template, template_names
 from engine.types import BOOL, DATE, LIST_OF, NUMBER, Kind, Type
 from engine.yamlsafe import Path
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 AGGREGATES = ("count", "exists", "sum", "mean", "min", "max", "latest", "list")
 RESERVED = frozenset({"as_of", "chi", "band", "true", "false", "none"}) | frozenset(ACCOUNT_FIELDS)
 
@@ -871,7 +874,7 @@ class _Compiler:
         def write() -> None:
             out.line(f"if {score_var} is not None and {score_var} < 100:")
             with out.indent():
-                out.line(f"_lost = {share!r} * (100 - {score_var})")
+                out.line(f"_lost = -{share!r} * (100 - {score_var})")  # negated: sorted() puts the worst first
                 out.line(f"if {missing_flag}:")
                 with out.indent():
                     text_code = missing_text.code if missing_text else repr(f"{label}: no data")
@@ -886,8 +889,14 @@ class _Compiler:
                             source = self.for_each_source(why.for_each)
                             out.line(f"for it in {source}:")
                             with out.indent():
-                                self.unpack_item(out, scope, (when.names if when else frozenset()) | text.names)
-                                self.guarded(out, when, append)
+                                self.unpack_item(out, scope, when.names if when else frozenset())
+                                if when is not None:
+                                    out.line(f"if {when.code}:")
+                                    out.depth += 1
+                                self.unpack_item(out, scope, text.names - (when.names if when else frozenset()))
+                                out.line(append)
+                                if when is not None:
+                                    out.depth -= 1
                         else:
                             self.guarded(out, when, append)
                     out.line("_m = len(_r) - _n")
@@ -1046,14 +1055,18 @@ class _Compiler:
                 f"condition=COND_{index}, severity_case=_case))"
             )
             body = [*severity_lines, f"_key = {key_code}", firing]
+            # Per item: read what the condition needs, and the rest only for items that fire.
+            condition_names = (when.names if when else frozenset()) | set(rule.requires)
             if rule.for_each is not None:
                 out.line(f"for it in {self.for_each_source(rule.for_each)}:")
                 out.depth += 1
-                self.unpack_item(out, scope, used)
+                self.unpack_item(out, scope, condition_names)
             conditions = [c for c in (guard, when.code if when else None) if c]
             if conditions:
                 out.line(f"if {' and '.join(conditions)}:")
                 out.depth += 1
+            if rule.for_each is not None:
+                self.unpack_item(out, scope, used - condition_names)
             for statement in body:
                 out.line(statement)
             if conditions:
@@ -1188,24 +1201,21 @@ class _Compiler:
             out.line(f"S[{self.entity_lists[entity]}].append({{{record}}})")
 
     def write_accumulate(self, out: _Writer, entity: str, row: str) -> None:
+        """Update every accumulator that reads `entity`, each distinct condition tested once per row."""
         spec = ENTITIES[entity]
-        account_aggregates = [
-            fact.aggregate
+        updates: list[tuple[str, _Aggregate]] = [
+            ("S", fact.aggregate)
             for fact in self.account_facts
             if fact.aggregate is not None and fact.aggregate.source == entity
         ]
-        date_code = None
-        if spec.date_field is not None:
-            date_code = self.row_scopes[entity][spec.date_field].code
-        for aggregate in account_aggregates:
-            self.write_update(out, aggregate, "S", date_code)
         for collection in self.collections.values():
             if entity not in collection.sources:
                 continue
             key_code = self.row_scopes[entity][collection.key].code
+            target = f"g_{collection.name}"
             out.line(f"G = S[{collection.slot}]")
-            out.line(f"g = G.get({key_code})")
-            out.line("if g is None:")
+            out.line(f"{target} = G.get({key_code})")
+            out.line(f"if {target} is None:")
             with out.indent():
                 initial: list[str] = []
                 for aggregate in collection.aggregates:
@@ -1213,26 +1223,39 @@ class _Compiler:
                     initial.append(_initial(aggregate.op))
                     if aggregate.op in ("mean", "latest"):
                         initial.append("0" if aggregate.op == "mean" else "None")
-                out.line(f"g = G[{key_code}] = [{', '.join(initial)}]")
-            for aggregate in collection.aggregates:
-                if aggregate.source == entity:
-                    self.write_update(out, aggregate, "g", date_code)
+                out.line(f"{target} = G[{key_code}] = [{', '.join(initial)}]")
+            updates.extend((target, aggregate) for aggregate in collection.aggregates if aggregate.source == entity)
+        if not updates:
+            return
+        date_code = None
+        windows = sorted({aggregate.window for _, aggregate in updates if aggregate.window is not None})
+        needs_date = windows or any(a.op == "latest" and a.by is None for _, a in updates)
+        if spec.date_field is not None and needs_date:
+            date_entry = self.row_scopes[entity][spec.date_field]
+            out.line(f"d = {date_entry.code}")
+            date_code = "d"
+            for days in windows:
+                self.windows.add(days)
+                known = "" if not date_entry.type.nullable else "d is not None and "
+                out.line(f"w_{days} = {known}W_{days} <= d <= AS_OF")
+        groups: dict[tuple[int | None, str | None], list[tuple[str, _Aggregate]]] = {}
+        for target, aggregate in updates:
+            key = (aggregate.window, aggregate.where.code if aggregate.where else None)
+            groups.setdefault(key, []).append((target, aggregate))
+        for (window, where), members in groups.items():
+            conditions = [c for c in (f"w_{window}" if window is not None else None, where) if c]
+            if conditions:
+                out.line(f"if {' and '.join(conditions)}:")
+                out.depth += 1
+            for target, aggregate in members:
+                self.write_update(out, aggregate, target, date_code)
+            if conditions:
+                out.depth -= 1
 
     def write_update(self, out: _Writer, aggregate: _Aggregate, target: str, date_code: str | None) -> None:
-        entity = aggregate.source
-        scope = self.row_scopes[entity]
-        conditions = []
-        if aggregate.window is not None:
-            assert date_code is not None
-            self.windows.add(aggregate.window)
-            conditions.append(f"{date_code} is not None and W_{aggregate.window} <= {date_code} <= AS_OF")
-        if aggregate.where is not None:
-            conditions.append(aggregate.where.code)
+        scope = self.row_scopes[aggregate.source]
         slot = f"{target}[{aggregate.slot}]"
         value = scope[aggregate.field].code if aggregate.field else None
-        if conditions:
-            out.line(f"if {' and '.join(f'({c})' for c in conditions)}:")
-            out.depth += 1
         op = aggregate.op
         if op == "count":
             out.line(f"{slot} += 1")
@@ -1262,10 +1285,8 @@ class _Compiler:
             latest = f"{target}[{aggregate.slot + 1}]"
             out.line(f"if {by} is not None and ({latest} is None or {by} >= {latest}):")
             with out.indent():
-                out.line(f"{target}[{aggregate.slot + 1}] = {by}")
+                out.line(f"{latest} = {by}")
                 out.line(f"{slot} = {value}")
-        if conditions:
-            out.depth -= 1
 
     # ── finalize ──
 
@@ -1360,18 +1381,16 @@ class _Compiler:
 
         decide = _Writer()
         decide.depth = 2
-        for name in self.account_scope:
-            if name != "as_of":
-                decide.line(f"v_{name} = F[{name!r}]")
         decide.line("_errors = []")
         sections, rules, segments = self.build_decide(decide)
-        for name in self.collections:
-            decide.lines.insert(0, f"        c_{name} = F[{name!r}]")
-        for name in self.entity_lists:
-            decide.lines.insert(0, f"        l_{name} = F[{name!r}]")
+        body = "\n".join(decide.lines)
+        loads = [f"v_{n} = F[{n!r}]" for n in self.account_scope if n != "as_of" and f"v_{n}" in _identifiers(body)]
+        loads += [f"c_{n} = F[{n!r}]" for n in self.collections if f"c_{n}" in _identifiers(body)]
+        loads += [f"l_{n} = F[{n!r}]" for n in self.entity_lists if f"l_{n}" in _identifiers(body)]
+        decide.lines[:0] = ["        " + line for line in loads]
         decide.line(
-            "_reasons = [_Reason(section=s, part=p, text=t, points=x, evidence=e)"
-            " for x, _, s, p, t, e in sorted(_r, key=_reason_order)]"
+            "_reasons = [_Reason(section=s, part=p, text=t, points=-x, evidence=e)"
+            " for x, _, s, p, t, e in sorted(_r, key=_worst_first)]"
         )
         decide.line(
             f"return _AccountResult(account_id=v_account_id, chi=chi, band=band, sections={self.result_sections}, "
@@ -1410,8 +1429,8 @@ class _Compiler:
                 "_Reason": Reason,
                 "_Issue": Issue,
                 "_AccountResult": AccountResult,
-                "_reason_order": _reason_order,
                 "_describe_error": runtime.describe_error,
+                "_worst_first": operator.itemgetter(0, 1),  # (-points, declaration order); ties keep their order
             }
         )
         # The source is generated from checked syntax trees and repr()'d constants only (see module doc).
@@ -1432,12 +1451,12 @@ class _Compiler:
         )
 
 
+def _identifiers(source: str) -> set[str]:
+    return set(_IDENTIFIER.findall(source))
+
+
 def _record_error(out: _Writer, where: str) -> None:
     out.line(f"_errors.append(_Issue(where={where!r}, message=_describe_error(_exc)))")
-
-
-def _reason_order(reason: tuple[Any, ...]) -> tuple[float, int]:
-    return (-reason[0], reason[1])
 
 
 def _initial(op: str) -> str:

@@ -23,31 +23,31 @@ class Evaluator:
     def __init__(self, policies: CompiledPolicies, as_of: dt.date) -> None:
         self.bound = policies.bind(as_of)
         self._folds = self.bound.folds
-        self._states: dict[str, list[Any]] = {}
+        self.states: dict[str, list[Any]] = {}
         self._accounts: dict[str, Account] = {}
 
     def add_account(self, account: Account) -> None:
         self._accounts[account.id] = account
-        self._states[account.id] = self.bound.new_state()
+        self.states[account.id] = self.bound.new_state()
 
     def knows(self, account_id: str) -> bool:
-        return account_id in self._states
+        return account_id in self.states
 
     def add_row(self, entity: str, row: Any) -> None:
         """Fold one row into its customer's accumulators. The customer must have been added."""
         fold = self._folds.get(entity)
         if fold is not None:
-            fold(self._states[row.account_id], row)
+            fold(self.states[row.account_id], row)
 
     def result(self, account_id: str) -> AccountResult:
-        return self.bound.evaluate_account(self._states[account_id], self._accounts[account_id])
+        return self.bound.evaluate_account(self.states[account_id], self._accounts[account_id])
 
     def results(self) -> Iterator[AccountResult]:
         for account_id in self._accounts:
             yield self.result(account_id)
 
     def facts(self, account_id: str) -> dict[str, Any]:
-        return self.bound.finalize(self._states[account_id], self._accounts[account_id])
+        return self.bound.finalize(self.states[account_id], self._accounts[account_id])
 
 
 def evaluate(policies: CompiledPolicies, snapshot: Snapshot, as_of: dt.date | None = None) -> list[AccountResult]:
@@ -55,8 +55,14 @@ def evaluate(policies: CompiledPolicies, snapshot: Snapshot, as_of: dt.date | No
     evaluator = Evaluator(policies, as_of or snapshot.as_of)
     for account in snapshot.accounts:
         evaluator.add_account(account)
-    for entity, row in snapshot.entity_rows():
-        if not evaluator.knows(row.account_id):
-            raise SnapshotError(f"{entity} row for unknown account {row.account_id!r}")
-        evaluator.add_row(entity, row)
+    for entity, rows in snapshot.rows.items():
+        fold = evaluator.bound.folds.get(entity)
+        if fold is None:
+            continue
+        states = evaluator.states
+        for row in rows:
+            state = states.get(row.account_id)
+            if state is None:
+                raise SnapshotError(f"{entity} row for unknown account {row.account_id!r}")
+            fold(state, row)
     return list(evaluator.results())

@@ -78,7 +78,7 @@ def task_id(rule: str, account_id: str, key: str) -> str:
 # ── text formatting of template fields ─────────────────────────────────────────────────
 
 
-def _number_text(value: float) -> str:
+def fmt_number(value: float) -> str:
     if isinstance(value, int):
         return str(value)
     if value.is_integer():
@@ -92,7 +92,7 @@ def fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | float):
-        return _number_text(value)
+        return fmt_number(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, list | tuple):
@@ -117,13 +117,13 @@ def fmt_pct(value: float | None) -> str:
 def fmt_round(value: float | None, digits: int) -> str:
     if value is None:
         return MISSING_TEXT
-    return _number_text(round_half_up(value, digits))
+    return fmt_number(round_half_up(value, digits))
 
 
 def fmt_count(value: float | None, singular: str, plural: str) -> str:
     if value is None:
         return MISSING_TEXT
-    return f"{_number_text(value)} {singular if value == 1 else plural}"
+    return f"{fmt_number(value)} {singular if value == 1 else plural}"
 
 
 def fmt_or(value: Any, fallback: str) -> str:
@@ -156,6 +156,7 @@ GENERATED_GLOBALS: dict[str, Any] = {
     "_coalesce": coalesce,
     "_mean": mean,
     "_fmt": fmt,
+    "_fmt_number": fmt_number,
     "_fmt_money": fmt_money,
     "_fmt_pct": fmt_pct,
     "_fmt_round": fmt_round,

@@ -52,6 +52,13 @@ class CompiledTemplate:
 
 def _emit_field(name: str, entry: Name, filter_name: str | None, argument: str | None, column: int) -> str:
     if filter_name is None:
+        # Cheaper than the general formatter where the type is known and never missing.
+        if not entry.type.nullable and entry.type.kind == Kind.TEXT:
+            return entry.code
+        if not entry.type.nullable and entry.type.kind == Kind.DATE:
+            return f"{entry.code}.isoformat()"
+        if not entry.type.nullable and entry.type.kind == Kind.NUMBER:
+            return f"_fmt_number({entry.code})"
         return f"_fmt({entry.code})"
     spec = FILTERS.get(filter_name)
     if spec is None:

@@ -100,9 +100,7 @@ SCHEMA_NAMES = ("manifest", *ENTITIES)
 
 def validator(name: str) -> jsonschema.Draft202012Validator:
     schema = load_schema(f"snapshot/{name}.schema.json")
-    return jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
 def schema_errors(manifest: dict[str, Any], rows: Rows) -> list[str]:
@@ -162,21 +160,15 @@ def test_schemas_reject_bad_rows() -> None:
     order = {"id": "o", "account_id": "a", "status": "active", "start_date": "2026-01-01",
              "end_date": "2026-12-31", "acv": 10, "products": [{"product": "VM", "capacity": 5}]}  # fmt: skip
     assert not list(validator("orders").iter_errors(order))
-    assert list(
-        validator("orders").iter_errors({**order, "products": [{"product": "VM", "capacity": 5, "x": 1}]})
-    )
+    assert list(validator("orders").iter_errors({**order, "products": [{"product": "VM", "capacity": 5, "x": 1}]}))
     assert list(validator("orders").iter_errors({**order, "status": "paused"}))
     account = {"id": "a", "name": "A", "tier": "T2", "csm": "x@y.z", "acv": 1, "currency": "EUR"}
     assert not list(validator("accounts").iter_errors({**account, "tags": None, "crm_id": None}))
     assert list(validator("accounts").iter_errors({**account, "currency": "eur"}))
     assert list(validator("accounts").iter_errors({**account, "tier": "T5"}))
     assert list(validator("nps").iter_errors({"account_id": "a", "responded_on": "2026-01-01", "score": 11}))
-    assert list(
-        validator("sentiment").iter_errors({"account_id": "a", "recorded_on": "2026-01-01", "value": "meh"})
-    )
-    assert list(
-        validator("manifest").iter_errors({"format": "csm-snapshot/2", "as_of": "2026-12-04", "source": "x"})
-    )
+    assert list(validator("sentiment").iter_errors({"account_id": "a", "recorded_on": "2026-01-01", "value": "meh"}))
+    assert list(validator("manifest").iter_errors({"format": "csm-snapshot/2", "as_of": "2026-12-04", "source": "x"}))
 
 
 def test_every_demo_row_validates(snapshot: tuple) -> None:
@@ -218,26 +210,18 @@ def validity_problems(manifest: dict[str, Any], rows: Rows) -> list[str]:
         problems += [f"{entity}: {field} {r[field]} after as_of" for r in rows[entity]
                      if r.get(field) and parse(r[field]) > as_of]  # fmt: skip
     for r in rows["tickets"]:
-        if r["closed_at"] and dt.datetime.fromisoformat(r["closed_at"]) < dt.datetime.fromisoformat(
-            r["opened_at"]
-        ):
+        if r["closed_at"] and dt.datetime.fromisoformat(r["closed_at"]) < dt.datetime.fromisoformat(r["opened_at"]):
             problems.append(f"tickets: {r['id']} closed before it was opened")
     for r in rows["orders"]:
         if day(r["end_date"]) < day(r["start_date"]):
             problems.append(f"orders: {r['id']} ends before it starts")
     for r in rows["invoices"]:
-        if day(r["due_on"]) < day(r["issued_on"]) or (
-            r["paid_on"] and day(r["paid_on"]) < day(r["issued_on"])
-        ):
+        if day(r["due_on"]) < day(r["issued_on"]) or (r["paid_on"] and day(r["paid_on"]) < day(r["issued_on"])):
             problems.append(f"invoices: {r['id']} due or paid before it was issued")
         if (r["status"] == "paid") != bool(r["paid_on"]):
             problems.append(f"invoices: {r['id']} status {r['status']} with paid_on {r['paid_on']}")
-    problems += [
-        f"usage: more failed scans than scans {r}" for r in rows["usage"] if r["failed_scans"] > r["scans"]
-    ]
-    problems += [
-        f"activity: more users than logins {r}" for r in rows["activity"] if r["active_users"] > r["logins"]
-    ]
+    problems += [f"usage: more failed scans than scans {r}" for r in rows["usage"] if r["failed_scans"] > r["scans"]]
+    problems += [f"activity: more users than logins {r}" for r in rows["activity"] if r["active_users"] > r["logins"]]
     return problems
 
 
@@ -430,9 +414,7 @@ def test_engagement_signals_mix(snapshot: tuple) -> None:
     assert 0 < len(scanners_inactive) < 0.4 * len(rows["scanners"])
     assert any(s["last_seen_at"] is None for s in rows["scanners"])
     assert all(1 <= len(v) <= 6 for v in per_account(rows["scanners"]).values())
-    lapsed = [
-        s for s in rows["schedules"] if s["enabled"] and since(s["last_run_at"]) > 2 * s["interval_days"]
-    ]
+    lapsed = [s for s in rows["schedules"] if s["enabled"] and since(s["last_run_at"]) > 2 * s["interval_days"]]
     assert 0 < len(lapsed) < 0.4 * len(rows["schedules"])
     assert {s["interval_days"] for s in rows["schedules"]} == {1, 7, 30}
     priorities = collections.Counter(t["priority"] for t in rows["tickets"])

@@ -172,8 +172,7 @@ class Customer:
         return [
             row
             for row in self.rows["usage"]
-            if in_last_days(self.as_of, parse_date(row["date"]), n)
-            and (product is None or row["product"] == product)
+            if in_last_days(self.as_of, parse_date(row["date"]), n) and (product is None or row["product"] == product)
         ]
 
     def products_in_usage(self) -> list[str]:
@@ -297,11 +296,7 @@ def scanning_part(c: Customer) -> Fraction:
 
 def section_engagement(c: Customer) -> Fraction:
     """Platform & Product Engagement: `0.4*login + 0.4*utilisation + 0.2*scanning`."""
-    return (
-        Fraction("0.4") * login_part(c)
-        + Fraction("0.4") * utilisation_part(c)
-        + Fraction("0.2") * scanning_part(c)
-    )
+    return Fraction("0.4") * login_part(c) + Fraction("0.4") * utilisation_part(c) + Fraction("0.2") * scanning_part(c)
 
 
 def section_one_to_one(c: Customer) -> Fraction:
@@ -467,9 +462,7 @@ def rule_inactive_product(c: Customer, band: str) -> Tasks:
     """7 inactive-product: contracted product, no row of `used > 0` or `scans > 0` in 90 days; High T1/T2."""
     severity = "High" if c.tier in ("T1", "T2") else "Medium"
     return {
-        ("inactive-product", product): severity
-        for product in c.contracted_products()
-        if c.is_inactive_product(product)
+        ("inactive-product", product): severity for product in c.contracted_products() if c.is_inactive_product(product)
     }
 
 

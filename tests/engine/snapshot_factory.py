@@ -335,10 +335,8 @@ class _Factory:
         latest = rng.choice((0, 1, 6, 7, 29, 29, 30))
         for days_ago in [d for d in days if d < latest]:
             del days[days_ago]
-        if scale * 9 % 10 == 0:
-            near = [scale * 9 // 10, scale * 9 // 10 - 1]
-        else:
-            near = [scale * 9 // 10 + 1, scale * 9 // 10]
+        exact = scale * 9 % 10 == 0
+        near = [scale * 9 // 10, scale * 9 // 10 - 1] if exact else [scale * 9 // 10 + 1, scale * 9 // 10]
         values = [scale, scale, scale - 1, scale + 1, 2 * scale, *near, *near]
         if rng.random() < 0.25:
             # a high row before a low most-recent one: only the most recent counts

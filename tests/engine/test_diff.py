@@ -51,9 +51,9 @@ def test_diff_counts_match_a_direct_comparison(default_policies: CompiledPolicie
     assert renewal.appear == sum(1 for k in appear if k[1] == "renewal-upcoming")
     assert all(len(s.examples) <= 3 for s in report.rules)
     assert report.biggest_movers
-    assert abs(
-        report.biggest_movers[0].chi_after - report.biggest_movers[0].chi_before
-    ) == max(abs(n.chi - o.chi) for o, n in zip(before, after, strict=True))
+    assert abs(report.biggest_movers[0].chi_after - report.biggest_movers[0].chi_before) == max(
+        abs(n.chi - o.chi) for o, n in zip(before, after, strict=True)
+    )
 
 
 def test_identical_policies_change_nothing(default_policies: CompiledPolicies) -> None:

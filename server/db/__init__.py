@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, the session scope and Alembic migrations (SQLite and PostgreSQL)."""
