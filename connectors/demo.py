@@ -584,10 +584,7 @@ def _tags(a: _Account) -> list[str]:
 
 
 def _capacities(a: _Account, products: Sequence[str], scale: float = 1.0) -> list[dict[str, Any]]:
-    return [
-        {"product": p, "capacity": _nice(_between(a.rng, CAPACITY_RANGE[p][a.tier]) * scale)}
-        for p in products
-    ]
+    return [{"product": p, "capacity": _nice(_between(a.rng, CAPACITY_RANGE[p][a.tier]) * scale)} for p in products]
 
 
 def _order(
@@ -647,9 +644,7 @@ def _orders(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
     return rows
 
 
-def _addon_term(
-    a: _Account, ctx: _Context, acv: float
-) -> tuple[dt.date, dt.date, float, list[dict[str, Any]]]:
+def _addon_term(a: _Account, ctx: _Context, acv: float) -> tuple[dt.date, dt.date, float, list[dict[str, Any]]]:
     """An active add-on: a product not yet contracted, or more capacity of one that is."""
     rng = a.rng
     missing = [p for p in PRODUCTS if p not in a.contract]
@@ -1024,9 +1019,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=91)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    stats = write_demo_snapshot(
-        args.out_dir, accounts=args.accounts, seed=args.seed, as_of=args.as_of, days=args.days
-    )
+    stats = write_demo_snapshot(args.out_dir, accounts=args.accounts, seed=args.seed, as_of=args.as_of, days=args.days)
     report = {**msgspec.to_builtins(stats), "seconds": round(time.perf_counter() - started, 2)}
     sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     return 0
