@@ -79,6 +79,32 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
+def _account_of(line: bytes) -> str | None:
+    """Whose row a line is meant to be, if its JSON parses at all (to withhold only that customer's resolutions)."""
+    try:
+        loose = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(loose, dict):
+        return None
+    account = loose.get("account_id", loose.get("id"))
+    return account if isinstance(account, str) else None
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], file_name: str, number: int, line: bytes) -> tuple[Any, BadRow | None]:
+    if len(line) > MAX_LINE_BYTES:
+        return None, BadRow(file=file_name, line=number, field=None, message="line longer than 1 MB", account_id=None)
+    try:
+        return decoder.decode(line), None
+    except msgspec.ValidationError as exc:
+        field_name, message = _field_of(str(exc))
+        return None, BadRow(
+            file=file_name, line=number, field=field_name, message=message, account_id=_account_of(line)
+        )
+    except msgspec.DecodeError as exc:
+        return None, BadRow(file=file_name, line=number, field=None, message=f"not valid JSON: {exc}", account_id=None)
+
+
 class SnapshotFolderReader:
     """Streams the rows of a snapshot folder into a sink, checking each one."""
 
@@ -87,9 +113,8 @@ class SnapshotFolderReader:
         self.manifest = read_manifest(folder)
         self.as_of = self.manifest.as_of
 
-    def read(self, sink: Callable[[str, Any], None], progress: Callable[[int], None] | None = None) -> ReadReport:
-        """Call `sink(entity, row)` for every good row; return what was read and refused."""
-        report = ReadReport()
+    def rows(self, report: ReadReport) -> Iterator[tuple[str, Any, bytes]]:
+        """(entity, row, line) for every good row, accounts first; bad rows go to `report`."""
         started = time.perf_counter()
         checker = RowChecker(self.as_of)
         for entity in FILE_ENTITIES:
@@ -97,36 +122,30 @@ class SnapshotFolderReader:
             if not path.is_file():
                 continue  # DATA.md: a missing entity file means "no rows"
             decoder = msgspec.json.Decoder(ROW_TYPES[entity])
-            file_name = path.name
             read = kept = 0
             for number, line in iter_lines(path):
                 read += 1
                 report.bytes_read += len(line)
-                if len(line) > MAX_LINE_BYTES:
-                    report.add_bad(BadRow(file=file_name, line=number, field=None, message="line longer than 1 MB"))
-                    continue
-                try:
-                    row = decoder.decode(line)
-                except msgspec.ValidationError as exc:
-                    field_name, message = _field_of(str(exc))
-                    report.add_bad(BadRow(file=file_name, line=number, field=field_name, message=message))
-                    continue
-                except msgspec.DecodeError as exc:
-                    report.add_bad(BadRow(file=file_name, line=number, field=None, message=f"not valid JSON: {exc}"))
-                    continue
-                problem = checker.check(entity, row)
-                if problem is not None:
-                    report.add_bad(BadRow(file=file_name, line=number, field=problem[0], message=problem[1]))
-                    continue
-                kept += 1
-                sink(entity, row)
-                if progress is not None and kept % 100_000 == 0:
-                    progress(report.bytes_read)
+                row, bad = _decode(decoder, path.name, number, line)
+                if row is not None:
+                    problem = checker.check(entity, row)
+                    if problem is None:
+                        kept += 1
+                        yield entity, row, line
+                        continue
+                    account = row.id if entity == "accounts" else row.account_id
+                    bad = BadRow(file=path.name, line=number, field=problem[0], message=problem[1], account_id=account)
+                assert bad is not None
+                report.add_bad(bad)
             report.rows_read[entity] = read
             report.rows_kept[entity] = kept
         report.seconds = time.perf_counter() - started
-        if progress is not None:
-            progress(report.bytes_read)
+
+    def read(self, sink: Callable[[str, Any], None]) -> ReadReport:
+        """Call `sink(entity, row)` for every good row; return what was read and refused."""
+        report = ReadReport()
+        for entity, row, _line in self.rows(report):
+            sink(entity, row)
         return report
 
     def total_bytes(self) -> int:

@@ -100,12 +100,13 @@ class BoundPolicies:
     all_rules: tuple[str, ...]
     content_hash: str
 
-    def evaluate_account(self, state: list[Any], account: Account) -> AccountResult:
+    def evaluate_account(self, state: list[Any], account: Account) -> tuple[dict[str, Any] | None, AccountResult]:
+        """The customer's facts (None if they could not be derived) and its result."""
         try:
             facts = self.finalize(state, account)
         except Exception as exc:  # a customer the policies cannot read (e.g. a tier they don't define)
-            return failed_result(account.id, runtime.describe_error(exc), self.all_rules, self.content_hash)
-        return self.decide(facts)
+            return None, failed_result(account.id, runtime.describe_error(exc), self.all_rules, self.content_hash)
+        return facts, self.decide(facts)
 
 
 def failed_result(account_id: str, message: str, rules: Iterable[str], content_hash: str) -> AccountResult:

@@ -39,8 +39,12 @@ class Evaluator:
         if fold is not None:
             fold(self.states[row.account_id], row)
 
-    def result(self, account_id: str) -> AccountResult:
+    def evaluate(self, account_id: str) -> tuple[dict[str, Any] | None, AccountResult]:
+        """The customer's facts (None if they could not be derived) and its result."""
         return self.bound.evaluate_account(self.states[account_id], self._accounts[account_id])
+
+    def result(self, account_id: str) -> AccountResult:
+        return self.evaluate(account_id)[1]
 
     def results(self) -> Iterator[AccountResult]:
         for account_id in self._accounts:

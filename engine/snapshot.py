@@ -287,6 +287,8 @@ class Manifest(msgspec.Struct, kw_only=True):
     as_of: dt.date
     source: Text | None = None
     products: list[str] | None = None
+    # A connector that could not fetch everything says so; then no task is resolved by the run.
+    complete: bool = True
 
 
 @dataclass
@@ -320,6 +322,7 @@ class BadRow(msgspec.Struct, frozen=True, kw_only=True):
     line: int
     field: str | None
     message: str
+    account_id: str | None = None  # whose row it was meant to be, when that can be told
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}"

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import sys
+import time
 from pathlib import Path
+from typing import IO
 
 import click
 import msgspec
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from connectors.demo import write_demo_snapshot
 from connectors.files import SnapshotFolderError
 from engine import PolicyError, load_policies, policy_files_in
 from engine.compiler import CompiledPolicies
 from engine.diff import DiffReport
 from engine.policytests import run_policy_tests
+from server.db.migrate import upgrade
+from server.db.models import Run
+from server.db.session import create_engine, session_factory, session_scope
 from server.services.dry_run import dry_run_folder
+from server.services.exports import export_health, export_tasks
+from server.services.runs import RunRefused, RunRequest, run_in_process
+from server.settings import Settings
 
 DEFAULT_POLICY_DIR = Path("policies")
 
@@ -118,8 +130,8 @@ def _print_dry_run(report: DiffReport) -> None:
         bands.add_column("customers", justify="right")
         bands.add_column("for example")
         for move, count in report.band_moves.items():
-            examples = ", ".join(f"{e.account_id} ({e.chi_before}->{e.chi_after})" for e in report.band_examples[move])
-            bands.add_row(move, f"{count:,}", examples)
+            movers = ", ".join(f"{e.account_id} ({e.chi_before}->{e.chi_after})" for e in report.band_examples[move])
+            bands.add_row(move, f"{count:,}", movers)
         out.print(bands)
     rules = Table(title="Tasks by rule", show_edge=False)
     rules.add_column("rule", no_wrap=True)
@@ -145,8 +157,8 @@ def _print_dry_run(report: DiffReport) -> None:
     out.print(rules)
     if report.errors_after:
         err.print(f"[red]{report.errors_after:,} customers could not be fully evaluated by the draft[/]")
-        for example in report.error_examples:
-            err.print(f"  {example}")
+        for message in report.error_examples:
+            err.print(f"  {message}")
 
 
 @policy.command("dry-run")
@@ -168,3 +180,149 @@ def policy_dry_run(draft: Path, snapshot_dir: Path, published: Path, as_json: bo
     if read.bad_row_count:
         err.print(f"[yellow]{read.bad_row_count:,} bad rows skipped[/] (first: {read.bad_rows[0]})")
     _print_dry_run(report)
+
+
+# ── database, runs, exports ─────────────────────────────────────────────────────────────
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@main.command("init")
+def init_command() -> None:
+    """Create the database, or migrate it to the latest schema."""
+    settings = _settings()
+    asyncio.run(upgrade(settings.database_url))
+    out.print(f"[green]database ready[/] at {settings.database_url}")
+
+
+@main.command("demo-data")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--accounts", default=500, show_default=True, help="Number of customers.")
+@click.option("--seed", default=1, show_default=True)
+@click.option(
+    "--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Snapshot date (default: today)."
+)
+@click.option("--days", default=91, show_default=True, help="Days of daily usage and activity.")
+def demo_data(out_dir: Path, accounts: int, seed: int, as_of: dt.datetime | None, days: int) -> None:
+    """Write a deterministic, realistic demo snapshot folder to OUT_DIR."""
+    day = as_of.date() if as_of else dt.datetime.now(dt.UTC).date()
+    started = time.perf_counter()
+    stats = write_demo_snapshot(out_dir, accounts=accounts, seed=seed, as_of=day, days=days)
+    out.print(
+        f"[green]wrote[/] {out_dir}: {stats.total_rows:,} rows, {stats.bytes_written / 1e6:,.1f} MB, "
+        f"{stats.csms} CSMs, as of {day} in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _run_table(run: Run) -> Table:
+    table = Table(title=f"Run {run.id} ({run.state}) as of {run.as_of}, policies {run.policy_hash[:12]}")
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    for name in (
+        "customers",
+        "scored",
+        "opened",
+        "updated",
+        "resolved",
+        "reopened",
+        "withheld",
+        "chi_points",
+        "bad_rows",
+        "incomplete_customers",
+        "customers_with_errors",
+    ):
+        table.add_row(name.replace("_", " "), f"{run.counts.get(name, 0):,}")
+    for phase, seconds in run.timings.items():
+        table.add_row(f"{phase.replace('_', ' ')} (s)", f"{seconds:,.2f}")
+    return table
+
+
+async def _run(request: RunRequest, settings: Settings, show_progress: bool) -> tuple[Run, bool]:
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(settings.database_url)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not show_progress,
+        ) as bar:
+            phases = {
+                "read": bar.add_task("reading snapshot", total=None),
+                "tasks": bar.add_task("scores and tasks", total=None),
+            }
+
+            def progress(phase: str, done: int, total: int) -> None:
+                bar.update(phases[phase], completed=done, total=total)
+
+            return await run_in_process(session_factory(engine), request, progress)
+    finally:
+        await engine.dispose()
+
+
+@main.command("run")
+@click.option("--snapshot", "snapshot_dir", type=click.Path(path_type=Path), default=None, help="Snapshot folder.")
+@click.option("--strict", is_flag=True, help="Refuse the snapshot if any row is bad; nothing is written.")
+@click.option("--force", is_flag=True, help="Run again even if this snapshot was already run with these policies.")
+def run_command(snapshot_dir: Path | None, strict: bool, force: bool) -> None:
+    """Run the engine once over a snapshot, in this process (no Redis needed)."""
+    settings = _settings()
+    folder = snapshot_dir or settings.snapshot_dir
+    request = RunRequest(
+        folder=folder,
+        policy_dir=settings.policy_dir,
+        trigger="cli",
+        strict=strict,
+        force=force,
+        chunk_size=settings.chunk_size,
+    )
+    try:
+        run, already = asyncio.run(_run(request, settings, err.is_terminal))
+    except RunRefused as exc:
+        err.print(f"[red]run refused:[/] {exc}")
+        sys.exit(1)
+    except PolicyError as exc:
+        _print_problems(exc)
+        sys.exit(1)
+    if already:
+        out.print(f"run {run.id} already processed this snapshot with these policies (use --force to run again)")
+    out.print(_run_table(run))
+    if run.bad_rows:
+        err.print(f"[yellow]{run.counts.get('bad_rows', 0):,} bad rows skipped[/], for example:")
+        for bad in run.bad_rows[:5]:
+            err.print(f"  {bad['file']}:{bad['line']}: {bad.get('field') or ''} {bad['message']}")
+
+
+@main.command("export")
+@click.argument("what", type=click.Choice(["health", "tasks"]))
+@click.option(
+    "--out", "out_file", type=click.Path(path_type=Path), default=None, help="File (default: standard output)."
+)
+@click.option("--all", "include_inactive", is_flag=True, help="tasks: include resolved tasks.")
+def export_command(what: str, out_file: Path | None, include_inactive: bool) -> None:
+    """Export health scores or tasks as JSON Lines."""
+    settings = _settings()
+
+    async def export(handle: IO[bytes]) -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            async with session_scope(session_factory(engine)) as session:
+                rows = export_health(session) if what == "health" else export_tasks(session, include_inactive)
+                count = 0
+                async for row in rows:
+                    handle.write(msgspec.json.encode(row) + b"\n")
+                    count += 1
+                return count
+        finally:
+            await engine.dispose()
+
+    if out_file is None:
+        count = asyncio.run(export(sys.stdout.buffer))
+    else:
+        with out_file.open("wb") as handle:
+            count = asyncio.run(export(handle))
+    err.print(f"{count:,} {what} rows exported")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from engine.diff import DiffReport, PolicyDiff
 def evaluate_folder(
     policy_sets: Sequence[CompiledPolicies],
     folder: Path,
-    progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Evaluator], ReadReport]:
     """Stream one snapshot folder into one evaluator per policy set (one pass over the files)."""
     reader = SnapshotFolderReader(folder)
@@ -29,7 +28,7 @@ def evaluate_folder(
             for evaluator in evaluators:
                 evaluator.add_row(entity, row)
 
-    report = reader.read(sink, progress)
+    report = reader.read(sink)
     return evaluators, report
 
 
@@ -38,10 +37,9 @@ def dry_run_folder(
     draft: CompiledPolicies,
     folder: Path,
     examples: int = 5,
-    progress: Callable[[int], None] | None = None,
 ) -> tuple[DiffReport, ReadReport]:
     """What publishing `draft` would change for every customer of the snapshot in `folder`."""
-    (before, after), report = evaluate_folder([published, draft], folder, progress)
+    (before, after), report = evaluate_folder([published, draft], folder)
     diff = PolicyDiff(examples=examples)
     for old, new in zip(before.results(), after.results(), strict=True):
         diff.add(old, new)

@@ -78,14 +78,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_account_tier"), ["tier"], unique=False)
 
     op.create_table(
-        "activity_day",
-        sa.Column("account_id", sa.String(length=200), nullable=False),
-        sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("logins", sa.Integer(), nullable=False),
-        sa.Column("active_users", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("account_id", "day", name=op.f("pk_activity_day")),
-    )
-    op.create_table(
         "app_user",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=False),
@@ -130,6 +122,15 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_audit_event_actor"), ["actor"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_event_at"), ["at"], unique=False)
 
+    op.create_table(
+        "daily_series",
+        sa.Column("account_id", sa.String(length=200), nullable=False),
+        sa.Column("name", sa.String(length=80), nullable=False),
+        sa.Column("first_day", sa.Date(), nullable=False),
+        sa.Column("last_day", sa.Date(), nullable=False),
+        sa.Column("data", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("account_id", "name", name=op.f("pk_daily_series")),
+    )
     op.create_table(
         "policy_version",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -201,16 +202,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", name=op.f("uq_tag_name")),
     )
     op.create_table(
-        "usage_day",
-        sa.Column("account_id", sa.String(length=200), nullable=False),
-        sa.Column("product", sa.String(length=50), nullable=False),
-        sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("used", sa.Float(), nullable=False),
-        sa.Column("scans", sa.Integer(), nullable=False),
-        sa.Column("failed_scans", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("account_id", "product", "day", name=op.f("pk_usage_day")),
-    )
-    op.create_table(
         "user_preference",
         sa.Column("user_email", sa.String(length=320), nullable=False),
         sa.Column("key", sa.String(length=60), nullable=False),
@@ -223,9 +214,7 @@ def upgrade() -> None:
         "account_record",
         sa.Column("account_id", sa.String(length=200), nullable=False),
         sa.Column("entity", sa.String(length=30), nullable=False),
-        sa.Column(
-            "rows", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False
-        ),
+        sa.Column("rows", sa.Text(), nullable=False),
         sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.Column("updated_run_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(["account_id"], ["account.id"], name=op.f("fk_account_record_account_id_account")),
@@ -533,7 +522,6 @@ def downgrade() -> None:
     op.drop_table("account_tag")
     op.drop_table("account_record")
     op.drop_table("user_preference")
-    op.drop_table("usage_day")
     op.drop_table("tag")
     op.drop_table("snapshot")
     op.drop_table("setting")
@@ -546,6 +534,7 @@ def downgrade() -> None:
 
     op.drop_table("saved_filter")
     op.drop_table("policy_version")
+    op.drop_table("daily_series")
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_event_at"))
         batch_op.drop_index(batch_op.f("ix_audit_event_actor"))
@@ -553,7 +542,6 @@ def downgrade() -> None:
 
     op.drop_table("audit_event")
     op.drop_table("app_user")
-    op.drop_table("activity_day")
     with op.batch_alter_table("account", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_account_tier"))
         batch_op.drop_index(batch_op.f("ix_account_renewal_date"))
