@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import sys
 import time
@@ -11,6 +12,7 @@ from typing import IO
 
 import click
 import msgspec
+import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -24,10 +26,13 @@ from engine.policytests import run_policy_tests
 from server.db.migrate import upgrade
 from server.db.models import Run
 from server.db.session import create_engine, session_factory, session_scope
+from server.errors import AppError, Conflict
 from server.services.dry_run import dry_run_folder
 from server.services.exports import export_health, export_tasks
 from server.services.runs import RunRefused, RunRequest, run_in_process
+from server.services.users import create_user
 from server.settings import Settings
+from server.web.access import Role
 
 DEFAULT_POLICY_DIR = Path("policies")
 
@@ -326,3 +331,103 @@ def export_command(what: str, out_file: Path | None, include_inactive: bool) -> 
         with out_file.open("wb") as handle:
             count = asyncio.run(export(handle))
     err.print(f"{count:,} {what} rows exported")
+
+
+# ── users, the web server, the demo ─────────────────────────────────────────────────────
+
+
+@main.group()
+def users() -> None:
+    """Create and manage users."""
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice([role.value for role in Role]), required=True)
+@click.option("--name", default="", help="Display name.")
+@click.password_option(help="The password (prompted, twice, when not given).")
+def users_create(email: str, role: str, name: str, password: str) -> None:
+    """Create a user with EMAIL and ROLE."""
+    settings = _settings()
+
+    async def create() -> None:
+        await upgrade(settings.database_url)
+        engine = create_engine(settings.database_url)
+        try:
+            async with session_scope(session_factory(engine)) as session:
+                await create_user(session, email, role, password, name)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(create())
+    except AppError as exc:
+        err.print(f"[red]{exc.message}[/]")
+        sys.exit(1)
+    out.print(f"[green]created[/] {email} ({role})")
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def serve_command(host: str, port: int) -> None:
+    """Serve the portal and the admin console."""
+    settings = _settings()
+    asyncio.run(upgrade(settings.database_url))
+    uvicorn.run("server.app:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+DEMO_PASSWORD = "csm-demo-2026!"  # noqa: S105  (printed for the demo's users; a demo has no secrets)
+DEMO_STAFF = (
+    ("admin@demo.csm", "admin", "Ada Admin"),
+    ("ops@demo.csm", "ops", "Otto Ops"),
+    ("manager@demo.csm", "manager", "Mia Manager"),
+    ("viewer@demo.csm", "viewer", "Vic Viewer"),
+)
+
+
+async def _demo_users(settings: Settings, snapshot: Path) -> list[tuple[str, str]]:
+    csms: list[str] = []
+    with (snapshot / "accounts.jsonl").open("rb") as handle:
+        for line in handle:
+            email = msgspec.json.decode(line)["csm"]
+            if email not in csms:
+                csms.append(email)
+    wanted = [*((email, role, name) for email, role, name in DEMO_STAFF), *((email, "csm", "") for email in csms[:3])]
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_scope(session_factory(engine)) as session:
+            for email, role, name in wanted:
+                with contextlib.suppress(Conflict):  # created by an earlier `csm demo`
+                    await create_user(session, email, role, DEMO_PASSWORD, name)
+    finally:
+        await engine.dispose()
+    return [(email, role) for email, role, _ in wanted]
+
+
+@main.command("demo")
+@click.option("--accounts", default=600, show_default=True, help="Number of demo customers.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Prepare everything but do not start the server.")
+def demo_command(accounts: int, host: str, port: int, no_serve: bool) -> None:
+    """Set up a demo on this machine (SQLite, no Redis): data, a run, users; then serve the portal."""
+    settings = _settings()
+    today = dt.datetime.now(settings.timezone).date()
+    snapshot = Path("var/snapshots") / f"demo-{today.isoformat()}"
+    if not (snapshot / "manifest.json").is_file():
+        stats = write_demo_snapshot(snapshot, accounts=accounts, seed=1, as_of=today)
+        out.print(f"demo snapshot: {stats.total_rows:,} rows for {accounts} customers in {snapshot}")
+    request = RunRequest(folder=snapshot, policy_dir=settings.policy_dir, trigger="cli", chunk_size=settings.chunk_size)
+    run, _ = asyncio.run(_run(request, settings, err.is_terminal))
+    credentials = asyncio.run(_demo_users(settings, snapshot))
+    scored, opened = run.counts.get("customers", 0), run.counts.get("opened", 0)
+    out.print(f"run {run.id}: {scored:,} customers scored, {opened:,} tasks opened")
+    table = Table(title=f"Sign in at http://{host}:{port} with password {DEMO_PASSWORD!r}")
+    table.add_column("email")
+    table.add_column("role")
+    for email, role in credentials:
+        table.add_row(email, role)
+    out.print(table)
+    if not no_serve:
+        uvicorn.run("server.app:create_app", factory=True, host=host, port=port, log_level="warning")

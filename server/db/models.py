@@ -361,6 +361,9 @@ class User(Base):
     totp_secret: Mapped[str | None] = mapped_column(Text)
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    # Bumped on logout-everywhere, password change, role change and deactivation:
+    # every session that carries an older epoch is refused.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
     password_changed_at: Mapped[dt.datetime | None]
     last_login_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

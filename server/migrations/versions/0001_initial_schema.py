@@ -88,6 +88,7 @@ def upgrade() -> None:
         sa.Column("totp_secret", sa.Text(), nullable=True),
         sa.Column("totp_enabled", sa.Boolean(), nullable=False),
         sa.Column("totp_last_step", sa.Integer(), nullable=True),
+        sa.Column("session_epoch", sa.Integer(), nullable=False),
         sa.Column("password_changed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

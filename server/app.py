@@ -1,0 +1,185 @@
+"""The web application: portal pages, the JSON API and the admin console over one database.
+
+`create_app(settings)` is the composition root: it builds the database engine, the session
+store (the database, or Redis when `CSM_REDIS_URL` is set), sessions that cannot be fixed,
+CSRF protection, security headers, templates, the front-end libraries installed by npm, and
+mounts the route handlers of each part.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from advanced_alchemy.extensions.litestar import AsyncSessionConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
+from litestar import Litestar, Request, Response, get
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import State
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.plugins.htmx import HTMXPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, Template
+from litestar.security.session_auth import SessionAuth
+from litestar.static_files import create_static_files_router
+from litestar.stores.base import Store
+from litestar.stores.redis import RedisStore
+from litestar.template.config import TemplateConfig
+from sqlalchemy import text
+
+from server.db.session import create_engine, session_factory
+from server.errors import AppError
+from server.settings import Settings
+from server.web.auth import ABSOLUTE_TIMEOUT, SESSION_KEY, load_user
+from server.web.headers import security_headers
+from server.web.login import ROUTES as LOGIN_ROUTES
+from server.web.sessions import DatabaseStore, RotatingSessionBackend, RotatingSessionConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+NODE_MODULES = ROOT / "node_modules"
+# Front-end libraries from npm (package.json), served by the app itself: no CDN.
+VENDOR = {
+    "htmx": ("htmx.org/dist", "htmx.min.js"),
+    "uplot": ("uplot/dist", "uPlot.iife.min.js"),
+    "codemirror": ("codemirror", "lib/codemirror.js"),
+}
+PUBLIC_PATHS = ["^/login", "^/static/", "^/vendor/", "^/healthz", "^/favicon"]
+
+
+class MissingAssets(RuntimeError):
+    pass
+
+
+def check_assets(modules: Path = NODE_MODULES) -> None:
+    missing = [f"{folder}/{probe}" for folder, probe in VENDOR.values() if not (modules / folder / probe).is_file()]
+    if missing:
+        raise MissingAssets(f"front-end libraries missing ({', '.join(missing)}): run `npm ci` in {ROOT}")
+
+
+@get("/healthz", exclude_from_auth=True)
+async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    factory = request.app.state.session_factory
+    async with factory() as session:
+        await session.execute(text("SELECT 1"))
+    return {"status": "ok"}
+
+
+def _wants_json(request: Request[Any, Any, Any]) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+
+
+def _is_htmx(request: Request[Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """One place turns every error into JSON (API), a fragment (htmx) or a page."""
+    if isinstance(exc, AppError):
+        status, message, extra = exc.status_code, exc.message, {"field": exc.field, **exc.extra}
+    elif isinstance(exc, ValidationException):
+        status, message, extra = 400, "The request is not valid.", {"errors": exc.extra}
+    elif isinstance(exc, HTTPException):
+        status, message, extra = exc.status_code, exc.detail, {}
+    else:
+        request.logger.exception("unexpected error")
+        status, message, extra = 500, "Something went wrong on our side; it has been logged.", {}
+    if status == 401 and not _wants_json(request):
+        target = f"/login?next={request.url.path}"
+        if _is_htmx(request):
+            return Response(content="", status_code=401, headers={"HX-Redirect": target})
+        return Redirect(target)
+    if _wants_json(request):
+        body = {"status": status, "detail": message, **{k: v for k, v in extra.items() if v is not None}}
+        return Response(content=body, status_code=status)
+    if _is_htmx(request):
+        return Template(
+            "partials/flash.html",
+            context={"level": "error", "message": message},
+            status_code=status,
+            headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"},
+        )
+    return Template("error.html", context={"status": status, "message": message}, status_code=status)
+
+
+def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    check_assets()
+    engine = create_engine(settings.database_url)
+    factory = session_factory(engine)
+    alchemy = SQLAlchemyAsyncConfig(
+        engine_instance=engine,
+        session_dependency_key="db_session",
+        before_send_handler="autocommit",
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+    )
+    stores: dict[str, Store]
+    if settings.redis_url:
+        root_store = RedisStore.with_client(url=settings.redis_url, namespace="csm")
+        stores = {"sessions": root_store.with_namespace("sessions"), "rate_limit": root_store.with_namespace("limits")}
+    else:
+        stores = {"sessions": DatabaseStore(factory), "rate_limit": DatabaseStore(factory)}
+    session_config = RotatingSessionConfig(
+        key=SESSION_KEY,
+        max_age=int(ABSOLUTE_TIMEOUT.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+        store="sessions",
+    )
+    auth = SessionAuth[Any, RotatingSessionBackend](
+        retrieve_user_handler=load_user,
+        session_backend_config=session_config,  # type: ignore[arg-type]  # a subclass of the stock config
+        exclude=PUBLIC_PATHS,
+    )
+    csrf = CSRFConfig(
+        secret=settings.secret(),
+        cookie_name="csm_csrf",
+        cookie_secure=settings.secure_cookies,
+        cookie_httponly=True,
+        cookie_samesite="lax",
+        header_name="x-csrftoken",
+        exclude=["^/healthz"],
+    )
+    vendor = [
+        create_static_files_router(path=f"/vendor/{name}", directories=[NODE_MODULES / folder], name=f"vendor_{name}")
+        for name, (folder, _probe) in VENDOR.items()
+    ]
+    handlers: list[Any] = [
+        healthz,
+        *LOGIN_ROUTES,
+        create_static_files_router(path="/static", directories=[STATIC], name="static"),
+        *vendor,
+        *(route_handlers or []),
+    ]
+
+    async def dispose(app: Litestar) -> None:
+        await engine.dispose()
+
+    return Litestar(
+        route_handlers=handlers,
+        plugins=[SQLAlchemyPlugin(config=alchemy), HTMXPlugin()],
+        on_app_init=[auth.on_app_init],
+        on_shutdown=[dispose],
+        stores=stores,
+        csrf_config=csrf,
+        middleware=[security_headers(hsts=settings.secure_cookies)],
+        template_config=TemplateConfig(directory=[TEMPLATES], engine=JinjaTemplateEngine),
+        openapi_config=OpenAPIConfig(
+            title="CSM Portal API", version="1", path="/api/schema", render_plugins=[JsonRenderPlugin()]
+        ),
+        exception_handlers={Exception: handle_error},
+        state=State({"session_factory": factory, "settings": settings}),
+        request_max_body_size=2 * 1024 * 1024,
+        debug=False,
+    )
+
+
+__all__ = ["MissingAssets", "NotAuthorizedException", "PermissionDeniedException", "create_app"]
