@@ -33,11 +33,15 @@ from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 from sqlalchemy import text
 
+from console import ROUTES as CONSOLE_ROUTES
+from server.admin import ROUTES as ADMIN_ROUTES
+from server.api import ROUTES as API_ROUTES
 from server.db.session import create_engine, session_factory
 from server.errors import AppError
 from server.settings import Settings
 from server.web.auth import ABSOLUTE_TIMEOUT, SESSION_KEY, load_user
 from server.web.headers import security_headers
+from server.portal import ROUTES as PORTAL_ROUTES
 from server.web.login import ROUTES as LOGIN_ROUTES
 from server.web.sessions import DatabaseStore, RotatingSessionBackend, RotatingSessionConfig
 
@@ -157,6 +161,10 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
         *LOGIN_ROUTES,
         create_static_files_router(path="/static", directories=[STATIC], name="static"),
         *vendor,
+        *PORTAL_ROUTES,
+        *API_ROUTES,
+        *ADMIN_ROUTES,
+        *CONSOLE_ROUTES,
         *(route_handlers or []),
     ]
 

@@ -1,0 +1,7 @@
+"""The admin console for CSM ops: policies (edit, validate, test, dry-run, publish, roll back), runs, connectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROUTES: list[Any] = []
