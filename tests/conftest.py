@@ -14,3 +14,42 @@ POLICY_DIR = ROOT / "policies"
 @pytest.fixture(scope="session")
 def default_policies() -> CompiledPolicies:
     return load_policies(POLICY_DIR)
+
+
+# ── databases ───────────────────────────────────────────────────────────────────────────
+
+from collections.abc import Iterator  # noqa: E402
+
+from tests.services import POSTGRES_URL, PostgresTemplate, SqliteTemplate, require  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteTemplate:
+    return SqliteTemplate(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[PostgresTemplate]:
+    require("postgres", POSTGRES_URL)
+    template = PostgresTemplate()
+    yield template
+    template.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, sqlite_template: SqliteTemplate, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of each kind (SQLite always; PostgreSQL when it answers, always in CI)."""
+    if request.param == "sqlite":
+        yield sqlite_template.copy(tmp_path)
+        return
+    template: PostgresTemplate = request.getfixturevalue("postgres_template")
+    url = template.copy()
+    yield url
+    template.drop(url.rsplit("/", 1)[-1])
+    template.copies.remove(url.rsplit("/", 1)[-1])
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: SqliteTemplate, tmp_path: Path) -> str:
+    """A migrated, empty SQLite database (for tests that need only the embedded default)."""
+    return sqlite_template.copy(tmp_path)

@@ -1,0 +1,100 @@
+"""Real services for tests: SQLite files and PostgreSQL databases made from a migrated template, Redis.
+
+PostgreSQL and Redis tests run whenever the servers answer. When they do not, the tests skip
+with the reason, except under CI (`CI` set), where an unreachable server is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from alembic import command
+
+from server.db.migrate import alembic_config
+
+POSTGRES_URL = os.environ.get("CSM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CSM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def reachable(url: str) -> bool:
+    parts = urlsplit(url.replace("+asyncpg", ""))
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require(name: str, url: str) -> None:
+    if reachable(url):
+        return
+    message = f"{name} is not reachable at {url}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}, and CI needs it")
+    pytest.skip(f"{message} (set CSM_TEST_{name.upper()}_URL; under CI this fails)")
+
+
+def migrate(url: str) -> None:
+    command.upgrade(alembic_config(url), "head")
+
+
+class SqliteTemplate:
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "template.db"
+        migrate(f"sqlite+aiosqlite:///{self.path}")
+
+    def copy(self, folder: Path) -> str:
+        target = folder / f"csm-{uuid.uuid4().hex[:8]}.db"
+        shutil.copyfile(self.path, target)
+        return f"sqlite+aiosqlite:///{target}"
+
+
+async def _admin(statement: str) -> None:
+    import asyncpg
+
+    parts = urlsplit(POSTGRES_URL.replace("+asyncpg", ""))
+    connection = await asyncpg.connect(
+        host=parts.hostname,
+        port=parts.port,
+        user=parts.username or "postgres",
+        database=parts.path.lstrip("/") or "postgres",
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _with_database(name: str) -> str:
+    parts = urlsplit(POSTGRES_URL)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+class PostgresTemplate:
+    """A migrated template database; each test gets a copy (CREATE DATABASE ... TEMPLATE)."""
+
+    def __init__(self) -> None:
+        self.name = f"csm_template_{uuid.uuid4().hex[:8]}"
+        self.copies: list[str] = []
+        asyncio.run(_admin(f'CREATE DATABASE "{self.name}"'))
+        migrate(_with_database(self.name))
+
+    def copy(self) -> str:
+        name = f"csm_test_{uuid.uuid4().hex[:10]}"
+        asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.name}"'))
+        self.copies.append(name)
+        return _with_database(name)
+
+    def drop(self, name: str) -> None:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def close(self) -> None:
+        for name in [*self.copies, self.name]:
+            self.drop(name)
