@@ -31,7 +31,7 @@ from typing import Any
 
 from engine import runtime
 from engine.errors import ExpressionError, PolicyError, Problem
-from engine.expressions import Compiled, Name, compile_expression, narrowed_by, parse_expression
+from engine.expressions import SET_SUFFIX, Compiled, Name, compile_expression, narrowed_by, parse_expression
 from engine.loader import PolicySet
 from engine.model import BandsDoc, ChiDoc, FactsDoc, Missing, ProductsDoc, Rule, RulesDoc, SegmentsDoc, TiersDoc, Why
 from engine.results import AccountResult, Firing, Issue, Reason
@@ -671,7 +671,7 @@ class _Compiler:
         total_weight = sum(section.weight for section in self.chi.sections)
         self.reason_sequence = 0
         out.line("_r = []")
-        reason_blocks: list[Callable[[], None]] = []
+        reason_blocks: list[tuple[str, Callable[[], None]]] = []
         for index, section in enumerate(self.chi.sections):
             path: Path = ("sections", index)
             var = f"sc_{index}"
@@ -699,18 +699,21 @@ class _Compiler:
                         missing_flags.append(f"pm_{index}_{part_index}")
                         share = section.weight * part.weight / (part_weight * total_weight)
                         reason_blocks.append(
-                            self.reason_writer(
-                                out,
-                                (*path, "parts", part_index),
-                                section.id,
-                                part.id,
-                                part.name or part.id,
-                                part_var,
-                                f"pm_{index}_{part_index}",
-                                share,
-                                part.requires,
-                                part.missing,
-                                part.why,
+                            (
+                                f"chi.sections[{index}].parts[{part_index}] ({section.id}.{part.id}) reasons",
+                                self.reason_writer(
+                                    out,
+                                    (*path, "parts", part_index),
+                                    section.id,
+                                    part.id,
+                                    part.name or part.id,
+                                    part_var,
+                                    f"pm_{index}_{part_index}",
+                                    share,
+                                    part.requires,
+                                    part.missing,
+                                    part.why,
+                                ),
                             )
                         )
                     weighted = " + ".join(terms)
@@ -721,18 +724,21 @@ class _Compiler:
                     self.write_score(out, path, var, section.score, section.requires, section.missing)
                     out.line(f"cov_{index} = not pm_{index}")
                     reason_blocks.append(
-                        self.reason_writer(
-                            out,
-                            path,
-                            section.id,
-                            None,
-                            section.name,
-                            var,
-                            f"pm_{index}",
-                            section.weight / total_weight,
-                            section.requires,
-                            section.missing,
-                            section.why,
+                        (
+                            f"chi.sections[{index}] ({section.id}) reasons",
+                            self.reason_writer(
+                                out,
+                                path,
+                                section.id,
+                                None,
+                                section.name,
+                                var,
+                                f"pm_{index}",
+                                section.weight / total_weight,
+                                section.requires,
+                                section.missing,
+                                section.why,
+                            ),
                         )
                     )
             out.line("except Exception as _exc:")
@@ -761,9 +767,13 @@ class _Compiler:
         # reasons, only when the CHI is below 100
         out.line("if chi is not None and chi < 100:")
         with out.indent():
-            for write in reason_blocks:
-                write()
-            out.line("pass")
+            for where, write in reason_blocks:
+                out.line("try:")
+                with out.indent():
+                    write()
+                out.line("except Exception as _exc:")
+                with out.indent():
+                    _record_error(out, where)
         # scores visible to rules
         for index, section in enumerate(self.chi.sections):
             self.decide_scope[f"score_{section.id}"] = Name(NUMBER, f"sc_{index}")
@@ -1179,11 +1189,18 @@ class _Compiler:
             if not body.lines:
                 continue
             out.line(f"def fold_{entity}(S, r):")
-            preamble = _Writer()
-            preamble.depth = out.depth + 1
-            self.write_row_preamble(preamble, entity)
-            out.lines.extend(preamble.lines)
-            out.lines.extend(body.lines)
+            with out.indent():
+                # A row a row field or condition cannot be computed for fails its customer, not the run.
+                out.line("try:")
+                preamble = _Writer()
+                preamble.depth = out.depth
+                self.write_row_preamble(preamble, entity)
+                out.lines.extend(_indented(preamble.lines + body.lines))
+                out.line("except Exception as _exc:")
+                with out.indent():
+                    out.line(f"if S[{self.error_slot}] is None:")
+                    with out.indent():
+                        out.line(f"S[{self.error_slot}] = {entity + ' row: '!r} + _describe_error(_exc)")
             folded.append(entity)
         return folded
 
@@ -1192,7 +1209,7 @@ class _Compiler:
         for name in sorted(spec.timestamps):
             out.line(f"ts_{name} = _utc_day(r.{name})")
         for name, compiled in self.row_fields[entity]:
-            out.line(f"rf_{name} = {compiled.code}")
+            out.line(f"rf_{name} = {_bounded(compiled)}")
 
     def write_fold_body(self, out: _Writer, entity: str) -> None:
         self.write_accumulate(out, entity, "r")
@@ -1294,6 +1311,9 @@ class _Compiler:
     def write_finalize(self, out: _Writer) -> None:
         out.line("def finalize(S, acct):")
         with out.indent():
+            out.line(f"if S[{self.error_slot}] is not None:")
+            with out.indent():
+                out.line(f"raise ValueError(S[{self.error_slot}])")
             for name in ACCOUNT_FIELDS:
                 attribute = ACCOUNT_ATTRIBUTES.get(name, name)
                 if name == "tags":
@@ -1309,7 +1329,7 @@ class _Compiler:
                     for aggregate in collection.aggregates:
                         out.line(f"i_{aggregate.name} = {_final_value(aggregate, 'g')}")
                     for name, compiled in collection.expressions:
-                        out.line(f"i_{name} = {compiled.code}")
+                        out.line(f"i_{name} = {_bounded(compiled)}")
                     record = ", ".join(f"{n!r}: i_{n}" for n in collection.item_types)
                     out.line(f"c_{collection.name}.append({{{record}}})")
             for fact in self.account_facts:
@@ -1317,7 +1337,7 @@ class _Compiler:
                     out.line(f"v_{fact.name} = TIER_{fact.tier_property}[v_tier]")
                 elif fact.kind == "expression":
                     assert fact.expression is not None
-                    out.line(f"v_{fact.name} = {fact.expression.code}")
+                    out.line(f"v_{fact.name} = {_bounded(fact.expression)}")
                 elif fact.aggregate is not None and fact.aggregate.source in ENTITIES:
                     out.line(f"v_{fact.name} = {_final_value(fact.aggregate, 'S')}")
                 elif fact.aggregate is not None:
@@ -1375,6 +1395,7 @@ class _Compiler:
     def build(self) -> CompiledPolicies:
         self.windows: set[int] = set()
         self.due_days: set[int] = set()
+        self.error_slot = self.new_slot("None")  # the first row error of the customer, if any
         self.check_catalogues()
         self.build_row_scopes()
         self.build_collections()
@@ -1420,6 +1441,7 @@ class _Compiler:
 
         if self.problems:
             raise PolicyError(self.problems)
+        module.lines = _add_sets(module.lines)
         source = module.text()
         namespace: dict[str, Any] = dict(runtime.GENERATED_GLOBALS)
         namespace.update(self.constants)
@@ -1450,6 +1472,32 @@ class _Compiler:
             tiers={t.code: t.name for t in self.tiers.tiers},
             _make=namespace["_make"],
         )
+
+
+def _bounded(compiled: Compiled) -> str:
+    """A number fact passes `_bounded`, so a chain of facts squaring each other cannot grow without end."""
+    return f"_bounded({compiled.code})" if compiled.type.kind == Kind.NUMBER else compiled.code
+
+
+def _indented(lines: list[str]) -> list[str]:
+    return ["    " + line if line else line for line in lines]
+
+
+def _add_sets(lines: list[str]) -> list[str]:
+    """After each assignment of a list that some `x in <list>` reads, build its set once (SET_SUFFIX)."""
+    text = "\n".join(lines)
+    wanted = {name[: -len(SET_SUFFIX)] for name in _identifiers(text) if name.endswith(SET_SUFFIX)}
+    if not wanted:
+        return lines
+    result = []
+    for line in lines:
+        result.append(line)
+        stripped = line.lstrip()
+        target = stripped.split(" = ", 1)[0] if " = " in stripped else ""
+        if target in wanted:
+            indent = line[: len(line) - len(stripped)]
+            result.append(f"{indent}{target}{SET_SUFFIX} = frozenset({target})")
+    return result
 
 
 def _identifiers(source: str) -> set[str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import unicodedata
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ MAX_CONSTANT = 10**15
 MAX_TEXT_CONSTANT = 200
 MAX_TUPLE_ITEMS = 100
 MAX_EXPONENT = 4
+SET_SUFFIX = "__set"
 
 _ALLOWED_CHARACTERS = frozenset(chr(code) for code in range(32, 127)) | {"\t", "\n"}
 
@@ -318,6 +320,12 @@ class _Checker:
                 raise ExpressionError(f"number out of range (at most {MAX_CONSTANT:.0e})", _location(node))
             return repr(value), NUMBER
         if isinstance(value, str):
+            hidden = next((char for char in value if not char.isprintable()), None)
+            if hidden is not None:
+                name = unicodedata.name(hidden, "control character")
+                raise ExpressionError(
+                    f"character U+{ord(hidden):04X} ({name}) is not allowed in a text constant", _location(node)
+                )
             if len(value) > MAX_TEXT_CONSTANT:
                 raise ExpressionError(f"text constants may be at most {MAX_TEXT_CONSTANT} characters", _location(node))
             return repr(value), Type(Kind.TEXT)
@@ -364,6 +372,10 @@ class _Checker:
         right_code, right = self.visit(node.right, nonnull)
         self._expect_number(node.left, left, f"'{symbol}'")
         self._expect_number(node.right, right, f"'{symbol}'")
+        if symbol == "**":
+            # In floating point: a power of a power overflows (an error for that customer) instead of
+            # growing an integer with billions of digits.
+            return f"_power({left_code}, {right_code})", NUMBER
         return f"({left_code} {symbol} {right_code})", NUMBER
 
     def _visit_BoolOp(self, node: ast.BoolOp, nonnull: frozenset[str]) -> tuple[str, Type]:
@@ -459,7 +471,9 @@ class _Checker:
         self._require_value(container, container_type, f"'{symbol}'")
         if left.kind != element_kind:
             raise ExpressionError(f"cannot look for {left.kind} in a {container_type.kind}", _location(node))
-        return f"({left_code} {symbol} {container_code})", BOOL
+        # A list fact is looked up in a set the compiler builds once per customer (see SET_SUFFIX).
+        lookup = f"{container_code}{SET_SUFFIX}" if container_code.isidentifier() else f"frozenset({container_code})"
+        return f"({left_code} {symbol} {lookup})", BOOL
 
     def _visit_Call(self, node: ast.Call, nonnull: frozenset[str]) -> tuple[str, Type]:
         if isinstance(node.func, ast.Attribute):
@@ -501,7 +515,10 @@ def _check_shape(tree: ast.AST) -> None:
             raise ExpressionError(f"expression too long (more than {MAX_NODES} parts); split it into named facts")
         if depth > MAX_DEPTH:
             raise ExpressionError(f"expression nested too deeply (more than {MAX_DEPTH} levels)", _location(node))
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+        for child in ast.iter_child_nodes(node):
+            # a + b + c + ... nests to the left; such a chain is long, not deep.
+            chained = isinstance(node, ast.BinOp) and child is node.left and isinstance(child, ast.BinOp)
+            stack.append((child, depth if chained else depth + 1))
 
 
 def parse_expression(source: str) -> ast.expr:

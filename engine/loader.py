@@ -24,11 +24,13 @@ from referencing.jsonschema import DRAFT202012
 
 from engine.errors import PolicyError, Problem
 from engine.model import POLICY_KINDS, REQUIRED_KINDS
-from engine.yamlsafe import YamlDocument, YamlProblem, format_path, read_yaml
+from engine.yamlsafe import MAX_FILE_BYTES, YamlDocument, YamlProblem, format_path, read_yaml
 from schemas import SCHEMA_DIR
 
-MAX_POLICY_FILES = 40
+MAX_POLICY_FILES = 20
 MAX_POLICY_SET_BYTES = 4 * 1024 * 1024
+MAX_COLLECTION = 2_000  # entries of any one list or mapping (tests files: cases and rows stay below)
+MAX_PROBLEMS = 200
 POLICY_SUFFIXES = (".yaml", ".yml")
 
 
@@ -198,11 +200,29 @@ def _humane_union(error: ValidationError, path: list[str | int], value: Any) -> 
     return path, f"{prefix}expected {wanted}; got {_describe(value)}"
 
 
+def _oversized(doc: YamlDocument, value: Any, path: tuple[str | int, ...] = ()) -> Problem | None:
+    """A list or mapping too long for any policy (checked first: some schema checks are quadratic)."""
+    if isinstance(value, dict | list) and len(value) > MAX_COLLECTION:
+        return doc.problem(path, f"has {len(value):,} entries; no policy needs more than {MAX_COLLECTION:,}")
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        problem = _oversized(doc, child, (*path, key))
+        if problem is not None:
+            return problem
+    return None
+
+
 def schema_problems(kind: str, doc: YamlDocument) -> list[Problem]:
+    oversized = _oversized(doc, doc.data)
+    if oversized is not None:
+        return [oversized]
     problems = []
     for error in validator_for(kind).iter_errors(doc.data):
         path, message = _humane(error)
         problems.append(doc.problem(tuple(path), message))
+        if len(problems) >= MAX_PROBLEMS:
+            problems.append(doc.problem((), f"more than {MAX_PROBLEMS} problems; fix these first"))
+            break
     return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
 
 
@@ -219,9 +239,16 @@ def read_policy_files(files: Mapping[str, bytes]) -> PolicySet:
     """Parse and validate every file; raise `PolicyError` with all problems found."""
     problems: list[Problem] = []
     documents: dict[str, YamlDocument] = {}
-    total = sum(len(raw) for raw in files.values())
     if len(files) > MAX_POLICY_FILES:
         raise PolicyError([Problem("(policy set)", f"{len(files)} files; at most {MAX_POLICY_FILES} allowed")])
+    oversized = [
+        Problem(name, f"file is {len(raw):,} bytes; policy files may be at most {MAX_FILE_BYTES:,} bytes")
+        for name, raw in sorted(files.items())
+        if len(raw) > MAX_FILE_BYTES
+    ]
+    if oversized:
+        raise PolicyError(oversized)
+    total = sum(len(raw) for raw in files.values())
     if total > MAX_POLICY_SET_BYTES:
         raise PolicyError(
             [Problem("(policy set)", f"{total:,} bytes in all; at most {MAX_POLICY_SET_BYTES:,} allowed")]

@@ -64,6 +64,21 @@ def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def power(base: float, exponent: float) -> float:
+    result: float = float(base) ** exponent
+    return result
+
+
+INTEGER_LIMIT = 2**63
+
+
+def bounded(value: Any) -> Any:
+    """A fact's value, with integers past 64 bits turned into floats (which overflow instead of growing)."""
+    if type(value) is int and not -INTEGER_LIMIT < value < INTEGER_LIMIT:
+        return float(value)
+    return value
+
+
 def describe_error(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -155,6 +170,9 @@ GENERATED_GLOBALS: dict[str, Any] = {
     "_is_blank": is_blank,
     "_coalesce": coalesce,
     "_mean": mean,
+    "_power": power,
+    "_bounded": bounded,
+    "frozenset": frozenset,
     "_fmt": fmt,
     "_fmt_number": fmt_number,
     "_fmt_money": fmt_money,

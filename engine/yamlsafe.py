@@ -36,7 +36,7 @@ from engine.errors import Problem
 
 MAX_FILE_BYTES = 512 * 1024
 MAX_DEPTH = 24
-MAX_NODES = 50_000
+MAX_NODES = 20_000  # the largest default policy file has about 400; test files a few thousand
 MAX_INT = 10**15
 
 Path = tuple[str | int, ...]
@@ -62,13 +62,27 @@ _CoreResolver.add_implicit_resolver(
 _CoreResolver.add_implicit_resolver(_NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
 
 
-class _StrictLoader(Reader, Scanner, Parser, Composer, _CoreResolver):
+class _PythonLoader(Reader, Scanner, Parser, Composer, _CoreResolver):
     def __init__(self, stream: str) -> None:
         Reader.__init__(self, stream)
         Scanner.__init__(self)
         Parser.__init__(self)
         Composer.__init__(self)
         _CoreResolver.__init__(self)
+
+
+_StrictLoader: type = _PythonLoader
+try:  # libyaml's parser is about ten times faster and keeps the same marks
+    from yaml._yaml import CParser
+
+    class _CLoader(CParser, _CoreResolver):
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _CoreResolver.__init__(self)
+
+    _StrictLoader = _CLoader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    pass
 
 
 @dataclass
@@ -154,7 +168,7 @@ def _event_problem(event: yaml.Event, state: dict[str, int]) -> str | None:
 
 def _check_events(file: str, text: str) -> None:
     state = {"depth": 0, "nodes": 0, "documents": 0}
-    events: Iterator[yaml.Event] = yaml.parse(text, Loader=_StrictLoader)  # type: ignore[arg-type]
+    events: Iterator[yaml.Event] = yaml.parse(text, Loader=_StrictLoader)
     for event in events:
         message = _event_problem(event, state)
         if message is not None:
@@ -194,6 +208,13 @@ def _convert(doc: YamlDocument, node: Node, path: Path) -> Any:
         return [_convert(doc, item, (*path, index)) for index, item in enumerate(node.value)]
     assert isinstance(node, ScalarNode)
     value: str = node.value
+    bad = _forbidden_character(value)
+    if bad is not None:
+        # Escapes such as "\u202E" or "\x00" decode to characters the raw text check cannot see.
+        name = unicodedata.name(bad[1], "control character")
+        raise YamlProblem(
+            doc.problem(path, f"invisible or control character U+{ord(bad[1]):04X} ({name}) is not allowed")
+        )
     if node.tag == _BOOL:
         return value.lower() == "true"
     if node.tag == _NULL:
@@ -232,7 +253,7 @@ def read_yaml(file: str, raw: bytes) -> YamlDocument:
         )
     try:
         _check_events(file, text)
-        root = yaml.compose(text, Loader=_StrictLoader)  # type: ignore[arg-type]
+        root = yaml.compose(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
         error_mark = exc.problem_mark or exc.context_mark
         position = (error_mark.line + 1, error_mark.column + 1) if error_mark is not None else (None, None)

@@ -38,10 +38,10 @@ from server.admin import ROUTES as ADMIN_ROUTES
 from server.api import ROUTES as API_ROUTES
 from server.db.session import create_engine, session_factory
 from server.errors import AppError
+from server.portal import ROUTES as PORTAL_ROUTES
 from server.settings import Settings
 from server.web.auth import ABSOLUTE_TIMEOUT, SESSION_KEY, load_user
 from server.web.headers import security_headers
-from server.portal import ROUTES as PORTAL_ROUTES
 from server.web.login import ROUTES as LOGIN_ROUTES
 from server.web.sessions import DatabaseStore, RotatingSessionBackend, RotatingSessionConfig
 

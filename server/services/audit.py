@@ -19,7 +19,7 @@ def _clean(value: str | None) -> str | None:
     """One line, bounded: no newlines or control characters to forge log lines with."""
     if value is None:
         return None
-    return "".join(char if char.isprintable() else "\\x%02x" % ord(char) for char in value)[:MAX_TEXT]
+    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in value)[:MAX_TEXT]
 
 
 async def record(

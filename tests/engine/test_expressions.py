@@ -10,7 +10,7 @@ from simpleeval import EvalWithCompoundTypes
 
 from engine import runtime
 from engine.errors import ExpressionError
-from engine.expressions import Name, compile_expression, narrowed_by
+from engine.expressions import SET_SUFFIX, Name, compile_expression, narrowed_by
 from engine.types import BOOL, DATE, NUMBER, TEXT, TEXT_LIST, Kind, Type
 
 AS_OF = dt.date(2026, 12, 4)
@@ -40,7 +40,10 @@ VALUES: dict[str, Any] = {
 def run(source: str, **overrides: Any) -> Any:
     compiled = compile_expression(source, SCOPE, allow_null=True)
     namespace = dict(runtime.GENERATED_GLOBALS, AS_OF=AS_OF)
-    namespace.update({f"v_{name}": value for name, value in {**VALUES, **overrides}.items()})
+    values = {**VALUES, **overrides}
+    namespace.update({f"v_{name}": value for name, value in values.items()})
+    # The compiler builds a set once for each list that `in` looks into (SET_SUFFIX).
+    namespace.update({f"v_{name}{SET_SUFFIX}": frozenset(v) for name, v in values.items() if isinstance(v, list)})
     return eval(compiled.code, namespace)  # the compiled code of a checked expression, as the engine runs it
 
 
