@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import sys
 import time
 from pathlib import Path
@@ -431,3 +432,49 @@ def demo_command(accounts: int, host: str, port: int, no_serve: bool) -> None:
     out.print(table)
     if not no_serve:
         uvicorn.run("server.app:create_app", factory=True, host=host, port=port, log_level="warning")
+
+
+@main.command("worker")
+def worker_command() -> None:
+    """Run an arq worker (needs CSM_REDIS_URL): the weekday run, chunk jobs, the sweeper."""
+    from arq.worker import run_worker
+
+    from server.worker import WorkerSettings
+
+    settings = _settings()
+    if not settings.redis_url:
+        err.print("[red]CSM_REDIS_URL is not set[/]: workers need Redis. Without it, use `csm run`.")
+        sys.exit(1)
+    asyncio.run(upgrade(settings.database_url))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_worker(WorkerSettings)  # type: ignore[arg-type]
+
+
+@main.command("enqueue-run")
+@click.option("--snapshot", "snapshot_dir", type=click.Path(path_type=Path), default=None)
+@click.option("--force", is_flag=True)
+def enqueue_run_command(snapshot_dir: Path | None, force: bool) -> None:
+    """Queue a run for the workers (instead of running it in this process)."""
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    settings = _settings()
+    if not settings.redis_url:
+        err.print("[red]CSM_REDIS_URL is not set[/]")
+        sys.exit(1)
+    redis_url = settings.redis_url
+
+    async def enqueue() -> str | None:
+        redis = await create_pool(RedisSettings.from_dsn(redis_url))
+        try:
+            folder = str((snapshot_dir or settings.snapshot_dir).resolve())
+            job = await redis.enqueue_job("start_run", "cli", force, folder, _job_id=f"start:{folder}:{time.time_ns()}")
+            return job.job_id if job else None
+        finally:
+            await redis.aclose()
+
+    out.print(f"queued job {asyncio.run(enqueue())}")
+
+
+if __name__ == "__main__":
+    main()

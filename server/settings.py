@@ -29,6 +29,8 @@ class Settings:
     base_url: str = "http://127.0.0.1:8000"
     secure_cookies: bool = False
     environment: str = "development"
+    stale_after: dt.timedelta = dt.timedelta(minutes=15)  # a claimed chunk or an ingestion this quiet is presumed lost
+    sweep_seconds: int = 60
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -46,6 +48,8 @@ class Settings:
             base_url=base_url,
             secure_cookies=base_url.startswith("https://"),
             environment=env.get("CSM_ENV", "development"),
+            stale_after=dt.timedelta(seconds=int(env.get("CSM_STALE_SECONDS", "900"))),
+            sweep_seconds=int(env.get("CSM_SWEEP_SECONDS", "60")),
         )
 
     def secret(self) -> str:

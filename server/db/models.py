@@ -109,6 +109,7 @@ class Run(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
+    heartbeat_at: Mapped[dt.datetime | None]  # ingestion is alive; a stale heartbeat means its worker died
 
 
 class RunChunk(Base):

@@ -164,7 +164,9 @@ async def ingest(factory: Factory, run_id: int, progress: Callable[[int], None] 
     """Phase 1: read, evaluate and stage every customer; create the chunks."""
     run, snapshot, version = await _run_inputs(factory, run_id)
     started = time.perf_counter()
-    await _set_run(factory, run_id, state="ingesting", started_at=run.started_at or utcnow(), error=None)
+    await _set_run(
+        factory, run_id, state="ingesting", started_at=run.started_at or utcnow(), heartbeat_at=utcnow(), error=None
+    )
     folder = Path(snapshot.folder)
     compiled = compile_files(version.files)
     async with session_scope(factory) as session:
@@ -177,6 +179,7 @@ async def ingest(factory: Factory, run_id: int, progress: Callable[[int], None] 
         nonlocal series_written
         async with session_scope(factory) as session:
             series_written += await write_series(session, batch, run.as_of)
+            await session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
         if progress is not None:
             progress(ingestion.report.bytes_read)
 
@@ -243,8 +246,10 @@ async def ingest(factory: Factory, run_id: int, progress: Callable[[int], None] 
     )
 
 
-async def claim_chunk(factory: Factory, run_id: int, chunk_no: int, worker: str) -> bool:
-    """Take a chunk unless it is done or being processed (claims older than STALE_CHUNK are presumed lost)."""
+async def claim_chunk(
+    factory: Factory, run_id: int, chunk_no: int, worker: str, stale_after: dt.timedelta = STALE_CHUNK
+) -> bool:
+    """Take a chunk unless it is done or being processed (claims older than `stale_after` are presumed lost)."""
     now = utcnow()
     async with session_scope(factory) as session:
         claimed = await session.execute(
@@ -254,7 +259,7 @@ async def claim_chunk(factory: Factory, run_id: int, chunk_no: int, worker: str)
                 RunChunk.chunk_no == chunk_no,
                 or_(
                     RunChunk.state == "pending",
-                    and_(RunChunk.state == "running", RunChunk.started_at < now - STALE_CHUNK),
+                    and_(RunChunk.state == "running", RunChunk.started_at < now - stale_after),
                 ),
             )
             .values(state="running", worker=worker, attempts=RunChunk.attempts + 1, started_at=now)
@@ -262,9 +267,11 @@ async def claim_chunk(factory: Factory, run_id: int, chunk_no: int, worker: str)
         return bool(claimed.rowcount)  # type: ignore[attr-defined]
 
 
-async def process_chunk(factory: Factory, run_id: int, chunk_no: int, worker: str = "in-process") -> bool:
+async def process_chunk(
+    factory: Factory, run_id: int, chunk_no: int, worker: str = "in-process", stale_after: dt.timedelta = STALE_CHUNK
+) -> bool:
     """Phase 2 for one chunk. Returns False if another worker holds it or it is already done."""
-    if not await claim_chunk(factory, run_id, chunk_no, worker):
+    if not await claim_chunk(factory, run_id, chunk_no, worker, stale_after):
         return False
     started = time.perf_counter()
     decoder = msgspec.msgpack.Decoder(StagedAccount)

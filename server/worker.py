@@ -1,0 +1,209 @@
+"""The arq worker: the weekday-morning run, shared by any number of workers, and its sweeper.
+
+    csm worker            (or: arq server.worker.WorkerSettings)
+
+Jobs carry ids only; the database is the ledger. A run's phases (see server.services.runs) are
+jobs: `start_run` ingests and enqueues one `process_chunk` per chunk, and the chunk that
+completes the run enqueues `finish_run`. arq delivers at least once and re-runs a killed job
+only after the longest job timeout has passed, so `sweep_runs` (every `CSM_SWEEP_SECONDS`)
+looks at the database instead: a chunk claimed longer ago than `CSM_STALE_SECONDS`, an
+ingestion whose heartbeat stopped, a run whose chunks are all done but which was never
+closed — each gets a fresh job. Claims in the database make a second copy of a job harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from arq import cron
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import func
+from sqlalchemy import select
+
+from server.db.base import utcnow
+from server.db.models import Run, RunChunk
+from server.db.session import create_engine, session_factory, session_scope
+from server.services.runs import (
+    RunRefused,
+    RunRequest,
+    fail_run,
+    finish_run,
+    ingest,
+    pending_chunks,
+    prepare_run,
+    process_chunk,
+)
+from server.settings import Settings
+
+log = logging.getLogger("csm.worker")
+SETTINGS = Settings.from_env()
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    ctx["settings"] = SETTINGS
+    ctx["engine"] = create_engine(SETTINGS.database_url)
+    ctx["factory"] = session_factory(ctx["engine"])
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["engine"].dispose()
+
+
+async def _enqueue_chunks(redis: ArqRedis, factory: Any, run_id: int) -> int:
+    chunks = await pending_chunks(factory, run_id)
+    for chunk_no in chunks:
+        await redis.enqueue_job("process_chunk", run_id, chunk_no, _job_id=f"chunk:{run_id}:{chunk_no}")
+    if not chunks:
+        await redis.enqueue_job("finish_run", run_id, _job_id=f"finish:{run_id}")
+    return len(chunks)
+
+
+async def start_run(
+    ctx: dict[str, Any], trigger: str = "schedule", force: bool = False, folder: str | None = None
+) -> str:
+    """Create (or resume) the run of the latest snapshot with the published policies; ingest it."""
+    settings: Settings = ctx["settings"]
+    factory = ctx["factory"]
+    request = RunRequest(
+        folder=Path(folder) if folder else settings.snapshot_dir,
+        policy_dir=settings.policy_dir,
+        trigger=trigger,
+        mode="workers",
+        force=force,
+        chunk_size=settings.chunk_size,
+    )
+    try:
+        async with session_scope(factory) as session:
+            run, finished = await prepare_run(session, request)
+    except RunRefused as exc:
+        log.error("run refused: %s", exc)
+        return f"refused: {exc}"
+    if finished:
+        return f"run {run.id} already done"
+    return await ingest_run(ctx, run.id)
+
+
+async def ingest_run(ctx: dict[str, Any], run_id: int) -> str:
+    """Ingest a run (again, if its first ingestion died) and queue its chunks."""
+    factory = ctx["factory"]
+    async with session_scope(factory) as session:
+        run = await session.get(Run, run_id)
+        state = run.state if run is not None else "missing"
+    if state in ("pending", "ingesting", "failed"):
+        try:
+            await ingest(factory, run_id)
+        except Exception as exc:
+            await fail_run(factory, run_id, f"{type(exc).__name__}: {exc}")
+            raise
+    queued = await _enqueue_chunks(ctx["redis"], factory, run_id)
+    return f"run {run_id}: {queued} chunks queued"
+
+
+async def process_chunk_job(ctx: dict[str, Any], run_id: int, chunk_no: int) -> str:
+    settings: Settings = ctx["settings"]
+    done = await process_chunk(ctx["factory"], run_id, chunk_no, WORKER_NAME, stale_after=settings.stale_after)
+    if not await pending_chunks(ctx["factory"], run_id):
+        await ctx["redis"].enqueue_job("finish_run", run_id, _job_id=f"finish:{run_id}")
+    return f"chunk {run_id}/{chunk_no}: {'processed' if done else 'taken by another worker or done'}"
+
+
+async def finish_run_job(ctx: dict[str, Any], run_id: int) -> str:
+    try:
+        run = await finish_run(ctx["factory"], run_id)
+    except RunRefused as exc:
+        return str(exc)  # a chunk is still open; its job (or the sweeper) will finish the run
+    return f"run {run.id} {run.state}"
+
+
+async def sweep_runs(ctx: dict[str, Any]) -> str:
+    """Give fresh jobs to work the database says is unfinished and unattended."""
+    settings: Settings = ctx["settings"]
+    factory = ctx["factory"]
+    redis: ArqRedis = ctx["redis"]
+    stale = utcnow() - settings.stale_after
+    actions = []
+    async with session_scope(factory) as session:
+        runs = list(await session.scalars(select(Run).where(Run.state.in_(("pending", "ingesting", "processing")))))
+        chunks = {
+            run.id: list(
+                await session.scalars(select(RunChunk).where(RunChunk.run_id == run.id, RunChunk.state != "done"))
+            )
+            for run in runs
+        }
+    for run in runs:
+        if run.state in ("pending", "ingesting"):
+            if (run.heartbeat_at or run.created_at) < stale:
+                attempt = int(utcnow().timestamp())
+                await redis.enqueue_job("ingest_run", run.id, _job_id=f"ingest:{run.id}:{attempt}")
+                actions.append(f"run {run.id}: ingestion resumed")
+            continue
+        open_chunks = chunks[run.id]
+        if not open_chunks:
+            await redis.enqueue_job("finish_run", run.id, _job_id=f"finish:{run.id}:sweep:{int(utcnow().timestamp())}")
+            actions.append(f"run {run.id}: finish")
+            continue
+        for chunk in open_chunks:
+            lost = chunk.state == "running" and chunk.started_at is not None and chunk.started_at < stale
+            if chunk.state == "pending" or lost:
+                # A new job id: arq keeps the old one (and its result) and would refuse it.
+                await redis.enqueue_job(
+                    "process_chunk", run.id, chunk.chunk_no, _job_id=f"chunk:{run.id}:{chunk.chunk_no}:{chunk.attempts}"
+                )
+                if lost:
+                    actions.append(f"run {run.id}: chunk {chunk.chunk_no} re-queued")
+    return "; ".join(actions) or "nothing to do"
+
+
+async def scheduled_run(ctx: dict[str, Any]) -> str:
+    return await start_run(ctx, "schedule")
+
+
+def _sweep_seconds() -> set[int]:
+    step = max(1, min(60, SETTINGS.sweep_seconds))
+    return set(range(0, 60, step))
+
+
+def redis_settings() -> RedisSettings:
+    if not SETTINGS.redis_url:
+        raise RuntimeError("CSM_REDIS_URL is not set: the worker needs Redis (the embedded default is `csm run`)")
+    return RedisSettings.from_dsn(SETTINGS.redis_url)
+
+
+class WorkerSettings:
+    functions = [  # noqa: RUF012  (arq reads these class attributes)
+        func(start_run, name="start_run", timeout=3 * 3600, max_tries=3),
+        func(ingest_run, name="ingest_run", timeout=3 * 3600, max_tries=3),
+        func(process_chunk_job, name="process_chunk", timeout=1800, max_tries=5),
+        func(finish_run_job, name="finish_run", timeout=600, max_tries=5),
+        func(sweep_runs, name="sweep_runs", timeout=120, max_tries=2),
+    ]
+    cron_jobs = [  # noqa: RUF012
+        cron(
+            scheduled_run,
+            name="scheduled_run",
+            weekday={0, 1, 2, 3, 4},
+            hour=SETTINGS.run_at.hour,
+            minute=SETTINGS.run_at.minute,
+            max_tries=3,
+            timeout=3 * 3600,
+            unique=True,
+        ),
+        cron(sweep_runs, name="sweep", second=_sweep_seconds(), max_tries=2, timeout=120, unique=True),
+    ]
+    timezone = SETTINGS.timezone
+    on_startup = startup
+    on_shutdown = shutdown
+    health_check_interval = 30
+    job_completion_wait = 30
+    keep_result = 600
+    max_jobs = 4
+    burst = os.environ.get("CSM_WORKER_BURST") == "1"  # stop when the queue is empty (tests, one-off runs)
+    redis_settings = redis_settings() if SETTINGS.redis_url else None
+
+
+__all__ = ["WorkerSettings"]

@@ -1,0 +1,352 @@
+"""Engine runs on SQLite and PostgreSQL: idempotent, never losing a CSM's edit, precise about bad rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from connectors.demo import write_demo_snapshot
+from server.db.base import utcnow
+from server.db.models import Account, ChiPoint, DailySeries, Run, Task, TaskEvent, TaskState
+from server.db.session import create_engine, session_factory, session_scope
+from server.services.runs import (
+    RunRefused,
+    RunRequest,
+    apply_results,
+    ingest,
+    pending_chunks,
+    prepare_run,
+    run_in_process,
+)
+from tests.conftest import POLICY_DIR
+from tests.snapshots import account, active_order, write_snapshot
+
+AS_OF = dt.date(2026, 12, 4)
+
+
+@pytest.fixture
+async def factory(database_url: str) -> Any:
+    engine = create_engine(database_url)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+def request(folder: Path, **options: Any) -> RunRequest:
+    return RunRequest(folder=folder, policy_dir=POLICY_DIR, chunk_size=options.pop("chunk_size", 40), **options)
+
+
+async def task_rows(factory: async_sessionmaker[AsyncSession]) -> dict[str, dict[str, Any]]:
+    async with session_scope(factory) as session:
+        tasks = await session.scalars(select(Task))
+        return {
+            task.id: {
+                name: getattr(task, name)
+                for name in (
+                    "rule",
+                    "account_id",
+                    "key",
+                    "severity",
+                    "title",
+                    "description",
+                    "due_on",
+                    "active",
+                    "evidence",
+                    "opened_at",
+                    "updated_at",
+                    "resolved_at",
+                    "reopened_at",
+                )
+            }
+            for task in tasks
+        }
+
+
+async def test_a_run_scores_and_opens_tasks_and_a_rerun_writes_nothing(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    folder = tmp_path / "snapshot"
+    write_demo_snapshot(folder, accounts=120, seed=3, as_of=AS_OF)
+    run, already = await run_in_process(factory, request(folder))
+    assert not already
+    assert run.state == "succeeded"
+    assert run.counts["customers"] == 120 and run.counts["scored"] == 120
+    assert run.counts["opened"] > 100
+    assert run.counts["chi_points"] == 120
+    assert run.chunks_total == 3
+    before = await task_rows(factory)
+    assert len(before) == run.counts["opened"]
+    async with session_scope(factory) as session:
+        assert await session.scalar(select(func.count()).select_from(ChiPoint)) == 120
+        assert await session.scalar(select(func.count()).select_from(DailySeries)) > 120
+        scored = await session.scalar(select(func.count()).select_from(Account).where(Account.chi.is_not(None)))
+        assert scored == 120
+
+    again, already = await run_in_process(factory, request(folder))
+    assert already and again.id == run.id  # same snapshot, same policies: nothing to do
+
+    forced, already = await run_in_process(factory, request(folder, force=True))
+    assert not already and forced.id != run.id
+    assert {k: forced.counts[k] for k in ("opened", "updated", "resolved", "reopened")} == dict.fromkeys(
+        ("opened", "updated", "resolved", "reopened"), 0
+    )
+    assert await task_rows(factory) == before  # not one task row written
+    async with session_scope(factory) as session:
+        assert await session.scalar(select(func.count()).select_from(ChiPoint)) == 240  # a point per run
+
+
+async def test_csm_edits_survive_runs_even_during_one(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    folder = tmp_path / "snapshot"
+    write_demo_snapshot(folder, accounts=60, seed=4, as_of=AS_OF)
+    await run_in_process(factory, request(folder))
+    async with session_scope(factory) as session:
+        task_ids = list(await session.scalars(select(Task.id).limit(5)))
+        for number, task_id in enumerate(task_ids):
+            session.add(
+                TaskState(
+                    task_id=task_id, state="in_progress", comment=f"called them ({number})", assignee="x@example.com"
+                )
+            )
+
+    # A second run starts; halfway through (after ingestion, before the tasks are written) a CSM edits.
+    later = tmp_path / "later"
+    write_demo_snapshot(later, accounts=60, seed=4, as_of=AS_OF + dt.timedelta(days=1))
+    async with session_scope(factory) as session:
+        run, _ = await prepare_run(session, request(later))
+    await ingest(factory, run.id)
+    async with session_scope(factory) as session:
+        edited = await session.get(TaskState, task_ids[0])
+        assert edited is not None
+        edited.state, edited.comment, edited.version = "finished", "done during the run", 2
+    for chunk in await pending_chunks(factory, run.id):
+        from server.services.runs import process_chunk
+
+        await process_chunk(factory, run.id, chunk)
+    async with session_scope(factory) as session:
+        states = {state.task_id: state for state in await session.scalars(select(TaskState))}
+    assert states[task_ids[0]].state == "finished"
+    assert states[task_ids[0]].comment == "done during the run"
+    for task_id in task_ids[1:]:
+        assert states[task_id].state == "in_progress"
+        assert states[task_id].assignee == "x@example.com"
+
+
+def renewal_snapshot(folder: Path, as_of: dt.date, renewal_in_days: int) -> Path:
+    rows = {
+        "accounts": [account("acc-1"), account("acc-2")],
+        "orders": [active_order("acc-1", as_of, renewal_in_days), active_order("acc-2", as_of, 400)],
+    }
+    return write_snapshot(folder, as_of, rows)
+
+
+async def test_a_task_that_stops_and_starts_firing_keeps_its_id_and_history(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    await run_in_process(factory, request(renewal_snapshot(tmp_path / "a", AS_OF, 30)))
+    tasks = await task_rows(factory)
+    [renewal] = [task_id for task_id, task in tasks.items() if task["rule"] == "renewal-upcoming"]
+    assert tasks[renewal]["severity"] == "High"
+    assert tasks[renewal]["due_on"] == AS_OF + dt.timedelta(days=14)
+
+    # The renewal moves out: the task is resolved, not deleted.
+    await run_in_process(factory, request(renewal_snapshot(tmp_path / "b", AS_OF + dt.timedelta(days=1), 200)))
+    resolved = (await task_rows(factory))[renewal]
+    assert resolved["active"] is False and resolved["resolved_at"] is not None
+
+    # It comes back: the same task, reopened.
+    await run_in_process(factory, request(renewal_snapshot(tmp_path / "c", AS_OF + dt.timedelta(days=2), 70)))
+    reopened = (await task_rows(factory))[renewal]
+    assert reopened["active"] is True
+    assert reopened["reopened_at"] is not None and reopened["resolved_at"] is None
+    assert reopened["severity"] == "Low"
+    assert reopened["opened_at"] == tasks[renewal]["opened_at"]
+    async with session_scope(factory) as session:
+        kinds = [
+            e.kind
+            for e in await session.scalars(select(TaskEvent).where(TaskEvent.task_id == renewal).order_by(TaskEvent.id))
+        ]
+    assert kinds == ["opened", "resolved", "reopened"]
+
+
+async def test_due_dates_do_not_slide_while_a_task_keeps_firing(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    await run_in_process(factory, request(renewal_snapshot(tmp_path / "a", AS_OF, 80)))
+    due = {t["rule"]: t["due_on"] for t in (await task_rows(factory)).values() if t["account_id"] == "acc-1"}
+    await run_in_process(factory, request(renewal_snapshot(tmp_path / "b", AS_OF + dt.timedelta(days=3), 77)))
+    later = {t["rule"]: t for t in (await task_rows(factory)).values() if t["account_id"] == "acc-1"}
+    assert later["renewal-upcoming"]["due_on"] == due["renewal-upcoming"]
+    assert later["renewal-upcoming"]["description"].startswith("Renewal in 77 days")  # the text follows the facts
+
+
+async def test_incomplete_data_resolves_nothing_for_that_customer(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    await run_in_process(factory, request(renewal_snapshot(tmp_path / "a", AS_OF, 30)))
+    open_before = {t["account_id"] for t in (await task_rows(factory)).values() if t["active"]}
+    assert open_before == {"acc-1", "acc-2"}
+    # Next day both customers' orders vanish from the snapshot, and one of acc-1's rows is unreadable.
+    later = AS_OF + dt.timedelta(days=1)
+    folder = write_snapshot(tmp_path / "b", later, {"accounts": [account("acc-1"), account("acc-2")]})
+    with (folder / "usage.jsonl").open("a") as handle:
+        handle.write(
+            json.dumps(
+                {"account_id": "acc-1", "product": "VM", "date": "not a date", "used": 1, "scans": 1, "failed_scans": 0}
+            )
+            + "\n"
+        )
+    run, _ = await run_in_process(factory, request(folder))
+    assert run.counts["bad_rows"] == 1 and run.counts["incomplete_customers"] == 1
+    assert run.counts["withheld"] > 0
+    tasks = await task_rows(factory)
+    acc1_renewal = [t for t in tasks.values() if t["account_id"] == "acc-1" and t["rule"] == "renewal-upcoming"]
+    assert acc1_renewal[0]["active"] is True  # withheld: acc-1's data did not arrive whole
+    acc2_open = {t["rule"] for t in tasks.values() if t["account_id"] == "acc-2" and t["active"]}
+    assert "no-active-order" in acc2_open  # acc-2's complete data did move on
+
+
+async def test_an_unattributable_bad_row_withholds_every_resolution(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    await run_in_process(factory, request(renewal_snapshot(tmp_path / "a", AS_OF, 30)))
+    folder = write_snapshot(
+        tmp_path / "b", AS_OF + dt.timedelta(days=1), {"accounts": [account("acc-1"), account("acc-2")]}
+    )
+    with (folder / "orders.jsonl").open("a") as handle:
+        handle.write('{"id": "ord-9", "account_id": \n')  # cut off: whose it was cannot be told
+    run, _ = await run_in_process(factory, request(folder))
+    assert run.counts["resolved"] == 0
+    assert run.counts["incomplete_customers"] == 2
+
+
+async def test_malformed_rows_are_reported_precisely_and_skipped(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    rows = {
+        "accounts": [account("acc-1"), account("acc-2"), account("acc-1")],  # a duplicate id
+        "orders": [active_order("acc-1", AS_OF, 30), active_order("acc-9", AS_OF, 30, "ord-x")],  # unknown account
+        "usage": [
+            {
+                "account_id": "acc-1",
+                "product": "VM",
+                "date": "2026-12-01",
+                "used": "many",
+                "scans": 1,
+                "failed_scans": 0,
+            },
+            {"account_id": "acc-1", "product": "VM", "date": "2026-12-24", "used": 1, "scans": 1, "failed_scans": 0},
+            {"account_id": "acc-1", "product": "VM", "date": "2026-02-30", "used": 1, "scans": 1, "failed_scans": 0},
+            {"account_id": "acc-2", "product": "VM", "date": "2026-12-01", "used": 3, "scans": 2, "failed_scans": 0},
+        ],
+    }
+    folder = write_snapshot(tmp_path / "s", AS_OF, rows)
+    with (folder / "tickets.jsonl").open("w") as handle:
+        handle.write("{this is not json}\n\n")
+    run, _ = await run_in_process(factory, request(folder))
+    found = {(bad["file"], bad["line"], bad["field"]) for bad in run.bad_rows}
+    assert found == {
+        ("accounts.jsonl", 3, "id"),
+        ("orders.jsonl", 2, "account_id"),
+        ("usage.jsonl", 1, "used"),
+        ("usage.jsonl", 2, "date"),
+        ("usage.jsonl", 3, "date"),
+        ("tickets.jsonl", 1, None),
+    }
+    messages = {(bad["file"], bad["line"]): bad["message"] for bad in run.bad_rows}
+    assert "Expected `float`, got `str`" in messages[("usage.jsonl", 1)]
+    assert "after the snapshot's as_of" in messages[("usage.jsonl", 2)]
+    assert "unknown account 'acc-9'" in messages[("orders.jsonl", 2)]
+    assert "not valid JSON" in messages[("tickets.jsonl", 1)]
+    assert run.state == "succeeded"
+    assert run.counts["customers"] == 2  # the good rows were all used
+    async with session_scope(factory) as session:
+        usage = await session.scalar(select(DailySeries).where(DailySeries.account_id == "acc-2"))
+        assert usage is not None and json.loads(usage.data)["used"] == [3.0]
+
+
+async def test_strict_refuses_a_bad_snapshot_before_writing_anything(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    folder = write_snapshot(tmp_path / "s", AS_OF, {"accounts": [account("acc-1"), {"id": "acc-2", "tier": "T9"}]})
+    with pytest.raises(RunRefused, match=r"accounts.jsonl:2: .*tier"):
+        await run_in_process(factory, request(folder, strict=True))
+    async with session_scope(factory) as session:
+        assert await session.scalar(select(func.count()).select_from(Run)) == 0
+        assert await session.scalar(select(func.count()).select_from(Account)) == 0
+
+
+async def test_a_missing_folder_is_refused_clearly(factory: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
+    with pytest.raises(RunRefused, match="not a folder"):
+        await run_in_process(factory, request(tmp_path / "nowhere"))
+
+
+async def test_portal_sentiment_and_outcomes_are_inputs_of_the_next_run(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    from server.db.models import MeetingOutcome, SentimentEntry
+
+    rows = {
+        "accounts": [account("acc-1")],
+        "orders": [active_order("acc-1", AS_OF, 300)],
+        "meetings": [
+            {"id": "m-1", "account_id": "acc-1", "held_on": (AS_OF - dt.timedelta(days=10)).isoformat(), "outcome": ""}
+        ],
+    }
+    folder = write_snapshot(tmp_path / "s", AS_OF, rows)
+    await run_in_process(factory, request(folder))
+    open_rules = {t["rule"] for t in (await task_rows(factory)).values() if t["active"]}
+    assert "meeting-outcome-missing" in open_rules
+    async with session_scope(factory) as session:
+        session.add(
+            SentimentEntry(account_id="acc-1", recorded_on=AS_OF, value="negative", recorded_by="csm@example.com")
+        )
+        session.add(
+            MeetingOutcome(
+                meeting_id="m-1",
+                account_id="acc-1",
+                outcome="Agreed a plan",
+                recorded_by="csm@example.com",
+                recorded_at=utcnow(),
+            )
+        )
+    run, _ = await run_in_process(factory, request(folder, force=True))
+    assert run.counts["resolved"] == 1
+    async with session_scope(factory) as session:
+        customer = await session.get(Account, "acc-1")
+        assert customer is not None and customer.sections["sentiment"] == 20.0
+
+
+async def test_apply_results_is_idempotent(factory: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
+    """Applying a chunk twice (a worker presumed dead that was not) changes nothing the second time."""
+    folder = write_snapshot(
+        tmp_path / "s", AS_OF, {"accounts": [account("acc-1")], "orders": [active_order("acc-1", AS_OF, 20)]}
+    )
+    async with session_scope(factory) as session:
+        run, _ = await prepare_run(session, request(folder))
+    await ingest(factory, run.id)
+    from msgspec import msgpack
+
+    from server.db.models import RunFact
+    from server.services.ingest import StagedAccount
+
+    async with session_scope(factory) as session:
+        run = await session.get(Run, run.id)
+        fact = await session.scalar(select(RunFact))
+        assert run is not None and fact is not None
+        staged = [(fact.account_id, msgpack.decode(fact.data, type=StagedAccount))]
+        first, _ = await apply_results(session, run, staged)
+    before = await task_rows(factory)
+    async with session_scope(factory) as session:
+        run = await session.get(Run, run.id)
+        assert run is not None
+        second, _ = await apply_results(session, run, staged)
+    assert first["opened"] > 0
+    assert (second.get("opened", 0), second.get("updated", 0), second.get("resolved", 0)) == (0, 0, 0)
+    assert await task_rows(factory) == before
