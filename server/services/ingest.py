@@ -22,6 +22,7 @@ import asyncio
 import datetime as dt
 import hashlib
 from collections import defaultdict
+from operator import attrgetter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,7 @@ from server.db.upsert import upsert
 SMALL_ENTITIES = ("orders", "invoices", "scanners", "schedules", "tickets", "meetings", "nps", "sentiment")
 SERIES_FIELDS = {"usage": ("used", "scans", "failed_scans"), "activity": ("logins", "active_users")}
 HISTORY_DAYS = 400  # daily series are kept this far back from the latest as_of
-ROWS_PER_BATCH = 50_000
+BLOCKS_PER_STEP = 3  # blocks of rows read per hop to the worker thread
 SERIES_PER_WRITE = 2_000
 
 
@@ -72,12 +73,15 @@ async def load_portal_entries(session: AsyncSession) -> PortalEntries:
 
 @dataclass
 class Series:
-    """One customer's daily values for one series, from the rows of this snapshot."""
+    """One customer's rows of one daily series, as read from this snapshot."""
 
     account_id: str
     name: str
     fields: tuple[str, ...]
-    days: dict[dt.date, tuple[float, ...]] = field(default_factory=dict)
+    rows: list[Any] = field(default_factory=list)
+
+    def days(self) -> dict[dt.date, tuple[Any, ...]]:
+        return {row.date: tuple(getattr(row, name) for name in self.fields) for row in self.rows}
 
 
 class StagedAccount(msgspec.Struct, kw_only=True):
@@ -101,18 +105,26 @@ class Ingestion:
     current: dict[str, Series] = field(default_factory=dict)  # series being read, per entity
     finished: list[Series] = field(default_factory=list)
 
-    def feed(self, entity: str, row: Any, line: bytes) -> None:
+    def feed(self, entity: str, rows: list[Any], lines: list[bytes]) -> None:
+        """Take one block of good rows of one entity (see SnapshotFolderReader.batches)."""
         if entity == "accounts":
-            self.accounts[row.id] = (row, line)
-            self.evaluator.add_account(row)
+            for row, line in zip(rows, lines, strict=True):
+                self.accounts[row.id] = (row, line)
+                self.evaluator.add_account(row)
             return
         if entity == "meetings":
-            row = self._with_portal_outcome(row)
-        self.evaluator.add_row(entity, row)
+            rows = [self._with_portal_outcome(row) for row in rows]
+        fold = self.evaluator.bound.folds.get(entity)
+        if fold is not None:
+            states = self.evaluator.states
+            for row in rows:
+                fold(states[row.account_id], row)
         if entity in SMALL_ENTITIES:
-            self.records[(row.account_id, entity)].append(line)
+            records = self.records
+            for row, line in zip(rows, lines, strict=True):
+                records[(row.account_id, entity)].append(line)
         else:
-            self._add_to_series(entity, row)
+            self._add_to_series(entity, rows)
 
     def _with_portal_outcome(self, row: Meeting) -> Meeting:
         entry = self.portal.outcomes.get(row.id)
@@ -123,15 +135,17 @@ class Ingestion:
             return row  # the snapshot's outcome is newer than the one recorded in the portal
         return msgspec.structs.replace(row, outcome=outcome)
 
-    def _add_to_series(self, entity: str, row: Any) -> None:
+    def _add_to_series(self, entity: str, rows: list[Any]) -> None:
         fields = SERIES_FIELDS[entity]
-        name = f"usage:{row.product}" if entity == "usage" else "activity"
+        usage = entity == "usage"
         series = self.current.get(entity)
-        if series is None or series.account_id != row.account_id or series.name != name:
-            if series is not None:
-                self.finished.append(series)
-            series = self.current[entity] = Series(row.account_id, name, fields)
-        series.days[row.date] = tuple(getattr(row, name) for name in fields)
+        for row in rows:
+            name = "usage:" + row.product if usage else "activity"
+            if series is None or series.account_id != row.account_id or series.name != name:
+                if series is not None:
+                    self.finished.append(series)
+                series = self.current[entity] = Series(row.account_id, name, fields)
+            series.rows.append(row)
 
     def close(self) -> None:
         """The stream ended: flush open series and read the portal's sentiment after the snapshot's."""
@@ -147,9 +161,9 @@ class Ingestion:
         return finished
 
 
-def _advance(stream: Iterator[tuple[str, Any, bytes]], ingestion: Ingestion, count: int) -> bool:
-    """Read up to `count` rows (in a worker thread). False when the stream is exhausted."""
-    for _ in range(count):
+def _advance(stream: Iterator[tuple[str, list[Any], list[bytes]]], ingestion: Ingestion, blocks: int) -> bool:
+    """Read up to `blocks` blocks of rows (in a worker thread). False when the stream is exhausted."""
+    for _ in range(blocks):
         item = next(stream, None)
         if item is None:
             ingestion.close()
@@ -160,27 +174,24 @@ def _advance(stream: Iterator[tuple[str, Any, bytes]], ingestion: Ingestion, cou
 
 def _merge_series(stored: str | None, series: Series, as_of: dt.date) -> tuple[dt.date, dt.date, str]:
     """This snapshot's days over the stored history, trimmed to HISTORY_DAYS, as the stored JSON."""
-    days: dict[dt.date, list[Any]] = {}
+    fields = series.fields
+    values = attrgetter(*fields)
+    days: dict[int, Any] = {row.date.toordinal(): values(row) for row in series.rows}
     if stored:
         old = msgspec.json.decode(stored)
-        start = dt.date.fromisoformat(old["start"])
-        for offset in range(len(old[series.fields[0]])):
-            values = [old[name][offset] for name in series.fields]
-            if values[0] is not None:
-                days[start + dt.timedelta(days=offset)] = values
-    for day, new_values in series.days.items():
-        days[day] = list(new_values)
-    horizon = as_of - dt.timedelta(days=HISTORY_DAYS - 1)
-    kept = sorted(day for day in days if day >= horizon) or sorted(days)
-    first, last = kept[0], kept[-1]
-    span = (last - first).days + 1
-    data: dict[str, Any] = {"start": first.isoformat()}
-    for index, name in enumerate(series.fields):
-        column: list[Any] = [None] * span
-        for day in kept:
-            column[(day - first).days] = days[day][index]
-        data[name] = column
-    return first, last, msgspec.json.encode(data).decode()
+        start = dt.date.fromisoformat(old["start"]).toordinal()
+        for offset, old_values in enumerate(zip(*(old[name] for name in fields), strict=True)):
+            if old_values[0] is not None:
+                days.setdefault(start + offset, old_values)
+    horizon = as_of.toordinal() - HISTORY_DAYS + 1
+    kept = [day for day in days if day >= horizon] or list(days)
+    first, last = min(kept), max(kept)
+    columns: list[list[Any]] = [[None] * (last - first + 1) for _ in fields]
+    for day in kept:
+        for column, value in zip(columns, days[day], strict=True):
+            column[day - first] = value
+    data = {"start": dt.date.fromordinal(first).isoformat(), **dict(zip(fields, columns, strict=True))}
+    return dt.date.fromordinal(first), dt.date.fromordinal(last), msgspec.json.encode(data).decode()
 
 
 async def write_series(session: AsyncSession, batch: list[Series], as_of: dt.date) -> int:
@@ -271,10 +282,10 @@ async def stream_snapshot(
     write: Any,
 ) -> None:
     """Read the whole snapshot, handing finished daily series to `write(batch)` as the file moves on."""
-    stream = reader.rows(ingestion.report)
+    stream = reader.batches(ingestion.report)
     more = True
     while more:
-        more = await asyncio.to_thread(_advance, stream, ingestion, ROWS_PER_BATCH)
+        more = await asyncio.to_thread(_advance, stream, ingestion, BLOCKS_PER_STEP)
         if len(ingestion.finished) >= SERIES_PER_WRITE or not more:
             await write(ingestion.take_finished())
 

@@ -268,7 +268,8 @@ async def test_malformed_rows_are_reported_precisely_and_skipped(
     assert run.counts["customers"] == 2  # the good rows were all used
     async with session_scope(factory) as session:
         usage = await session.scalar(select(DailySeries).where(DailySeries.account_id == "acc-2"))
-        assert usage is not None and json.loads(usage.data)["used"] == [3.0]
+        assert usage is not None
+        assert json.loads(usage.data) == {"start": "2026-12-01", "used": [3.0], "scans": [2], "failed_scans": [0]}
 
 
 async def test_strict_refuses_a_bad_snapshot_before_writing_anything(
