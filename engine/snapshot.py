@@ -443,7 +443,8 @@ class RowChecker:
     def _second_usage_row(row: Usage) -> tuple[str, str]:
         return (
             "date",
-            f"a second usage row for {row.account_id} / {row.product} on {row.date.isoformat()} (the first one is kept)",
+            f"a second usage row for {row.account_id} / {row.product} on {row.date.isoformat()}"
+            " (the first one is kept)",
         )
 
     def _check_usage_day(self, row: Usage) -> tuple[str | None, str] | None:

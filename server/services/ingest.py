@@ -22,9 +22,9 @@ import asyncio
 import datetime as dt
 import hashlib
 from collections import defaultdict
-from operator import attrgetter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import msgspec
