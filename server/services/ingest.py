@@ -28,7 +28,7 @@ from operator import attrgetter
 from typing import Any
 
 import msgspec
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.files import ReadReport, SnapshotFolderReader
@@ -195,12 +195,14 @@ def _merge_series(stored: str | None, series: Series, as_of: dt.date) -> tuple[d
 
 
 async def write_series(session: AsyncSession, batch: list[Series], as_of: dt.date) -> int:
-    keys = [(series.account_id, series.name) for series in batch]
+    # By customer, not by (customer, name) pairs: PostgreSQL refuses IN lists of thousands of tuples.
+    keys = {(series.account_id, series.name) for series in batch}
     stored = {
         (row.account_id, row.name): row.data
         for row in await session.scalars(
-            select(DailySeries).where(tuple_(DailySeries.account_id, DailySeries.name).in_(keys))
+            select(DailySeries).where(DailySeries.account_id.in_({account_id for account_id, _ in keys}))
         )
+        if (row.account_id, row.name) in keys
     }
     rows = []
     for series in batch:
@@ -252,9 +254,11 @@ async def write_records(session: AsyncSession, ingestion: Ingestion, account_ids
     """Each customer's small-entity rows; only those that changed are written."""
     keys = [(account_id, entity) for account_id in account_ids for entity in SMALL_ENTITIES]
     stored = {
-        (record.account_id, record.entity): record.fingerprint
-        for record in await session.scalars(
-            select(AccountRecord).where(tuple_(AccountRecord.account_id, AccountRecord.entity).in_(keys))
+        (account_id, entity): fingerprint
+        for account_id, entity, fingerprint in await session.execute(
+            select(AccountRecord.account_id, AccountRecord.entity, AccountRecord.fingerprint).where(
+                AccountRecord.account_id.in_(account_ids)
+            )
         )
     }
     rows = []

@@ -1,0 +1,265 @@
+"""End-to-end run benchmark: a big snapshot through the whole engine run, against merely decoding it.
+
+    .venv/bin/python -m bench.run                    # 100,000 customers, 91 days (about 1.6 GB)
+    .venv/bin/python -m bench.run --accounts 10000   # a quicker look
+
+Each measured phase runs in its own process, so its peak memory (max RSS) is its own:
+
+1. decode: every line of every file decoded by msgspec into the engine's row structs, nothing else;
+2. run: `csm run` on a fresh SQLite database (read, check, fold, evaluate, store customer data,
+   stage, scores and tasks);
+3. re-run: the same snapshot and policies again (`--force`): must write zero task rows;
+4. workers (when PostgreSQL and Redis answer): the run on PostgreSQL with 1 and with 2 arq workers.
+
+Figures go to a table and to bench/out/run.json. The snapshot is generated once into bench/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+AS_OF = dt.date(2026, 12, 4)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ── phases (each run in a child process: `python -m bench.run --phase NAME ...`) ────────
+
+
+def phase_decode(snapshot: Path) -> dict[str, Any]:
+    import msgspec
+
+    from engine.snapshot import FILE_ENTITIES, ROW_TYPES
+
+    started = time.perf_counter()
+    rows = 0
+    for entity in FILE_ENTITIES:
+        decoder = msgspec.json.Decoder(ROW_TYPES[entity])
+        with (snapshot / f"{entity}.jsonl").open("rb", buffering=1 << 20) as handle:
+            for line in handle:
+                decoder.decode(line)
+                rows += 1
+    return {"seconds": time.perf_counter() - started, "rows": rows, "peak_mb": peak_rss_mb()}
+
+
+def phase_run(snapshot: Path, database: str, force: bool) -> dict[str, Any]:
+    from server.db.migrate import upgrade
+    from server.db.session import create_engine, session_factory
+    from server.services.runs import RunRequest, run_in_process
+
+    async def main() -> dict[str, Any]:
+        await upgrade(database)
+        engine = create_engine(database)
+        try:
+            started = time.perf_counter()
+            run, _ = await run_in_process(
+                session_factory(engine),
+                RunRequest(folder=snapshot, policy_dir=ROOT / "policies", force=force, chunk_size=1000),
+            )
+            seconds = time.perf_counter() - started
+        finally:
+            await engine.dispose()
+        return {"seconds": seconds, "counts": run.counts, "timings": run.timings, "peak_mb": peak_rss_mb()}
+
+    return asyncio.run(main())
+
+
+def child(phase: str, **options: str) -> dict[str, Any]:
+    arguments = [sys.executable, "-m", "bench.run", "--phase", phase]
+    for name, value in options.items():
+        arguments += [f"--{name.replace('_', '-')}", value]
+    result = subprocess.run(arguments, cwd=ROOT, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"phase {phase} failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ── workers on PostgreSQL ──────────────────────────────────────────────────────────────
+
+
+def workers_phase(snapshot: Path, workers: int) -> dict[str, Any] | None:
+    from tests.services import POSTGRES_URL, REDIS_URL, PostgresTemplate, reachable
+
+    if not (reachable(POSTGRES_URL) and reachable(REDIS_URL)):
+        return None
+    from arq import create_pool
+    from arq.connections import RedisSettings
+    from redis.asyncio import Redis
+    from sqlalchemy import select
+
+    from server.db.models import Run
+    from server.db.session import create_engine, session_factory, session_scope
+
+    template = PostgresTemplate()
+    url = template.copy()
+    redis_url = REDIS_URL.rsplit("/", 1)[0] + "/12"
+
+    async def enqueue() -> None:
+        client = Redis.from_url(redis_url)
+        await client.flushdb()
+        await client.aclose()
+        pool = await create_pool(RedisSettings.from_dsn(redis_url))
+        await pool.enqueue_job("start_run", "bench", False, str(snapshot), _job_id=f"bench:{time.time_ns()}")
+        await pool.aclose()
+
+    async def state() -> Run | None:
+        engine = create_engine(url)
+        try:
+            async with session_scope(session_factory(engine)) as session:
+                return await session.scalar(select(Run).order_by(Run.id.desc()).limit(1))
+        finally:
+            await engine.dispose()
+
+    environment = {
+        **os.environ,
+        "CSM_DATABASE_URL": url,
+        "CSM_REDIS_URL": redis_url,
+        "CSM_POLICY_DIR": str(ROOT / "policies"),
+        "CSM_CHUNK_SIZE": "1000",
+    }
+    try:
+        asyncio.run(enqueue())
+        started = time.perf_counter()
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "server.cli", "worker"],
+                cwd=ROOT,
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(workers)
+        ]
+        try:
+            while True:
+                run = asyncio.run(state())
+                if run is not None and run.state in ("succeeded", "failed"):
+                    break
+                time.sleep(0.5)
+            seconds = time.perf_counter() - started
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=60)
+        return {"workers": workers, "seconds": seconds, "state": run.state, "error": run.error, "timings": run.timings}
+    finally:
+        template.close()
+
+
+# ── the table ──────────────────────────────────────────────────────────────────────────
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=91)
+    parser.add_argument("--skip-workers", action="store_true", help="Do not measure the PostgreSQL workers.")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--snapshot", help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
+    parser.add_argument("--force", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase == "decode":
+        print(json.dumps(phase_decode(Path(args.snapshot))))
+        return
+    if args.phase == "run":
+        print(json.dumps(phase_run(Path(args.snapshot), args.database, args.force == "yes")))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from connectors.demo import write_demo_snapshot
+
+    console = Console(width=150)
+    snapshot = OUT / f"snapshot-{args.accounts}-{args.days}"
+    if not (snapshot / "manifest.json").is_file():
+        started = time.perf_counter()
+        stats = write_demo_snapshot(snapshot, accounts=args.accounts, seed=1, as_of=AS_OF, days=args.days)
+        console.print(
+            f"generated {stats.total_rows:,} rows, {stats.bytes_written / 1e9:.2f} GB in {time.perf_counter() - started:.0f} s"
+        )
+    size = sum(path.stat().st_size for path in snapshot.glob("*.jsonl"))
+    database_file = OUT / f"run-{args.accounts}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database_file}{suffix}").unlink(missing_ok=True)
+    database = f"sqlite+aiosqlite:///{database_file}"
+
+    decode = child("decode", snapshot=str(snapshot))
+    run = child("run", snapshot=str(snapshot), database=database, force="no")
+    rerun = child("run", snapshot=str(snapshot), database=database, force="yes")
+    workers = [] if args.skip_workers else [w for w in (workers_phase(snapshot, 1), workers_phase(snapshot, 2)) if w]
+
+    ratio = run["seconds"] / decode["seconds"]
+    task_writes = sum(rerun["counts"].get(k, 0) for k in ("opened", "updated", "resolved", "reopened"))
+    table = Table(
+        title=f"Engine run: {args.accounts:,} customers, {args.days} days, {decode['rows']:,} rows, {size / 1e9:.2f} GB"
+    )
+    for column in ("measure", "seconds", "rows/s", "peak memory", "note"):
+        table.add_column(column, justify="left" if column in ("measure", "note") else "right")
+    table.add_row(
+        "decode only (msgspec, typed rows)",
+        f"{decode['seconds']:.1f}",
+        f"{decode['rows'] / decode['seconds']:,.0f}",
+        f"{decode['peak_mb']:,.0f} MB",
+        "the baseline",
+    )
+    table.add_row(
+        "run end to end, SQLite",
+        f"{run['seconds']:.1f}",
+        f"{decode['rows'] / run['seconds']:,.0f}",
+        f"{run['peak_mb']:,.0f} MB",
+        f"{ratio:.1f}x decode (target <= 3x: {'met' if ratio <= 3 else 'NOT met'})",
+    )
+    for phase, seconds in run["timings"].items():
+        table.add_row(f"  {phase.replace('_', ' ')}", f"{seconds:.1f}", "", "", "")
+    table.add_row(
+        "re-run, nothing changed",
+        f"{rerun['seconds']:.1f}",
+        "",
+        f"{rerun['peak_mb']:,.0f} MB",
+        f"{task_writes} task rows written (target 0)",
+    )
+    for result in workers:
+        note = result["state"] if result["state"] == "succeeded" else f"{result['state']}: {result['error']}"
+        table.add_row(f"PostgreSQL, {result['workers']} worker(s)", f"{result['seconds']:.1f}", "", "", note)
+    console.print(table)
+    console.print(
+        f"opened {run['counts'].get('opened', 0):,} tasks; CPython {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "run.json").write_text(
+        json.dumps(
+            {
+                "accounts": args.accounts,
+                "bytes": size,
+                "decode": decode,
+                "run": run,
+                "rerun": rerun,
+                "workers": workers,
+                "ratio": ratio,
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    if task_writes:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
