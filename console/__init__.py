@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-ROUTES: list[Any] = []
+from console import policies, runs
+
+ROUTES: list[Any] = [*policies.ROUTES, *runs.ROUTES]

@@ -24,13 +24,15 @@ from engine import PolicyError, load_policies, policy_files_in
 from engine.compiler import CompiledPolicies
 from engine.diff import DiffReport
 from engine.policytests import run_policy_tests
+from server.cli_users import register_user_commands
 from server.db.migrate import upgrade
 from server.db.models import Run
 from server.db.session import create_engine, session_factory, session_scope
 from server.errors import AppError, Conflict
+from server.services.audit import CLI
 from server.services.dry_run import dry_run_folder
 from server.services.exports import export_health, export_tasks
-from server.services.runs import RunRefused, RunRequest, run_in_process
+from server.services.runs import RunRefused, RunRequest, enqueue_run, run_in_process
 from server.services.users import create_user
 from server.settings import Settings
 from server.web.access import Role
@@ -342,6 +344,9 @@ def users() -> None:
     """Create and manage users."""
 
 
+register_user_commands(users)
+
+
 @users.command("create")
 @click.argument("email")
 @click.option("--role", type=click.Choice([role.value for role in Role]), required=True)
@@ -356,7 +361,7 @@ def users_create(email: str, role: str, name: str, password: str) -> None:
         engine = create_engine(settings.database_url)
         try:
             async with session_scope(session_factory(engine)) as session:
-                await create_user(session, email, role, password, name)
+                await create_user(session, email, role, password, name, who=CLI)
         finally:
             await engine.dispose()
 
@@ -400,7 +405,7 @@ async def _demo_users(settings: Settings, snapshot: Path) -> list[tuple[str, str
         async with session_scope(session_factory(engine)) as session:
             for email, role, name in wanted:
                 with contextlib.suppress(Conflict):  # created by an earlier `csm demo`
-                    await create_user(session, email, role, DEMO_PASSWORD, name)
+                    await create_user(session, email, role, DEMO_PASSWORD, name, who=CLI)
     finally:
         await engine.dispose()
     return [(email, role) for email, role, _ in wanted]
@@ -455,25 +460,17 @@ def worker_command() -> None:
 @click.option("--force", is_flag=True)
 def enqueue_run_command(snapshot_dir: Path | None, force: bool) -> None:
     """Queue a run for the workers (instead of running it in this process)."""
-    from arq import create_pool
-    from arq.connections import RedisSettings
-
     settings = _settings()
     if not settings.redis_url:
         err.print("[red]CSM_REDIS_URL is not set[/]")
         sys.exit(1)
     redis_url = settings.redis_url
 
-    async def enqueue() -> str | None:
-        redis = await create_pool(RedisSettings.from_dsn(redis_url))
-        try:
-            folder = str((snapshot_dir or settings.snapshot_dir).resolve())
-            job = await redis.enqueue_job("start_run", "cli", force, folder, _job_id=f"start:{folder}:{time.time_ns()}")
-            return job.job_id if job else None
-        finally:
-            await redis.aclose()
-
-    out.print(f"queued job {asyncio.run(enqueue())}")
+    request = RunRequest(
+        folder=snapshot_dir or settings.snapshot_dir, policy_dir=settings.policy_dir, trigger="cli", force=force
+    )
+    job = asyncio.run(enqueue_run(redis_url, request))
+    out.print(f"queued job {job}")
 
 
 if __name__ == "__main__":

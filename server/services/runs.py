@@ -18,8 +18,10 @@ after the other.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from arq import create_pool
+from arq.connections import RedisSettings
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -52,6 +56,7 @@ from server.services.ingest import (
 )
 from server.services.policies import compile_files, current_policies
 
+log = logging.getLogger("csm.runs")
 KEPT_ERRORS = 100
 WRITE_BATCH = 2_000
 STALE_CHUNK = dt.timedelta(minutes=15)  # a chunk claimed longer ago than this is presumed lost
@@ -545,3 +550,33 @@ async def run_in_process(
         await fail_run(factory, run.id, f"{type(exc).__name__}: {exc}")
         raise
     return run, False
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+def run_in_background(factory: Factory, request: RunRequest) -> None:
+    """Start a run in this process without waiting for it (the console, in embedded mode)."""
+
+    async def work() -> None:
+        try:
+            await run_in_process(factory, request)
+        except Exception:  # recorded on the run by run_in_process; nothing else to tell here
+            log.exception("background run failed")
+
+    task = asyncio.create_task(work())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+async def enqueue_run(redis_url: str, request: RunRequest) -> str | None:
+    """Queue a run for the arq workers; returns the job id (None if an identical job is queued)."""
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    try:
+        folder = str(request.folder.resolve())
+        job = await redis.enqueue_job(
+            "start_run", request.trigger, request.force, folder, _job_id=f"start:{folder}:{time.time_ns()}"
+        )
+        return job.job_id if job else None
+    finally:
+        await redis.aclose()

@@ -1,0 +1,265 @@
+"""Engine runs in the console: list, status, counts, errors, progress; start one. Connectors' health."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from litestar import Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import URLEncodedBody
+from litestar.response import Redirect, Template
+from msgspec import Struct
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from connectors.files import SnapshotFolderError, read_manifest
+from server.db.base import utcnow
+from server.db.models import Account, Run, RunChunk, Snapshot, Task
+from server.errors import InvalidInput, NotFound
+from server.services.audit import record
+from server.services.runs import RunRequest, enqueue_run, run_in_background
+from server.settings import Settings
+from server.web.access import Capability, CurrentUser, requires
+
+GUARD = [requires(Capability.MANAGE_RUNS)]
+PAGE_SIZE = 50
+
+
+class RunForm(Struct):
+    force: str = ""
+
+
+class RunView(Struct, kw_only=True):
+    id: int
+    as_of: dt.date
+    state: str
+    trigger: str
+    mode: str
+    policy_hash: str
+    created_by: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    chunks_total: int
+    chunks_done: int
+    counts: dict[str, Any]
+    timings: dict[str, Any]
+    error: str | None
+    snapshot_folder: str | None = None
+    bad_rows: list[Any] = []
+    bad_by_reason: dict[str, Any] = {}
+    errors: list[Any] = []
+
+
+def run_view(run: Run, folder: str | None = None, detail: bool = False) -> RunView:
+    view = RunView(
+        id=run.id,
+        as_of=run.as_of,
+        state=run.state,
+        trigger=run.trigger,
+        mode=run.mode,
+        policy_hash=run.policy_hash,
+        created_by=run.created_by,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        chunks_total=run.chunks_total,
+        chunks_done=run.chunks_done,
+        counts=run.counts,
+        timings=run.timings,
+        error=run.error,
+        snapshot_folder=folder,
+    )
+    if detail:
+        view.bad_rows, view.bad_by_reason, view.errors = run.bad_rows, run.bad_by_reason, run.errors
+    return view
+
+
+async def _runs(session: AsyncSession) -> list[RunView]:
+    rows = await session.execute(
+        select(Run, Snapshot.folder)
+        .join(Snapshot, Snapshot.id == Run.snapshot_id)
+        .order_by(Run.id.desc())
+        .limit(PAGE_SIZE)
+    )
+    return [run_view(run, folder) for run, folder in rows]
+
+
+async def _run(session: AsyncSession, run_id: int) -> RunView:
+    row = (
+        await session.execute(
+            select(Run, Snapshot.folder).join(Snapshot, Snapshot.id == Run.snapshot_id).where(Run.id == run_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no run {run_id}")
+    return run_view(row[0], row[1], detail=True)
+
+
+@get("/console/runs", guards=GUARD)
+async def runs_page(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Template:
+    settings: Settings = request.app.state.settings
+    return Template(
+        "console/runs.html",
+        context={
+            "runs": await _runs(db_session),
+            "mode": "workers" if settings.redis_url else "in-process",
+            "folder": settings.snapshot_dir,
+        },
+    )
+
+
+@get("/api/console/runs", guards=GUARD)
+async def runs_api(db_session: NamedDependency[AsyncSession]) -> list[RunView]:
+    return await _runs(db_session)
+
+
+@get("/console/runs/{run_id:int}", guards=GUARD)
+async def run_page(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], run_id: int) -> Template:
+    run = await _run(db_session, run_id)
+    chunks = list(
+        await db_session.scalars(select(RunChunk).where(RunChunk.run_id == run_id).order_by(RunChunk.chunk_no))
+    )
+    template = "console/partials/run_status.html" if request.headers.get("hx-request") else "console/run.html"
+    return Template(template, context={"run": run, "chunks": chunks})
+
+
+@get("/api/console/runs/{run_id:int}", guards=GUARD)
+async def run_api(db_session: NamedDependency[AsyncSession], run_id: int) -> RunView:
+    return await _run(db_session, run_id)
+
+
+@post("/console/runs", guards=GUARD, status_code=303)
+async def start_run(
+    request: Request[Any, Any, Any],
+    db_session: NamedDependency[AsyncSession],
+    data: URLEncodedBody[RunForm],
+) -> Redirect:
+    """Start a run of the configured snapshot folder: on the workers when Redis is configured, else here."""
+    settings: Settings = request.app.state.settings
+    user: CurrentUser = request.user
+    try:
+        read_manifest(settings.snapshot_dir)
+    except SnapshotFolderError as exc:
+        raise InvalidInput(f"cannot start a run: {exc}") from None
+    run_request = RunRequest(
+        folder=settings.snapshot_dir,
+        policy_dir=settings.policy_dir,
+        trigger="console",
+        mode="workers" if settings.redis_url else "in-process",
+        actor=user.email,
+        force=data.force == "on",
+        chunk_size=settings.chunk_size,
+    )
+    await record(
+        db_session,
+        "run.started",
+        actor=user.email,
+        object_type="snapshot",
+        object_id=str(settings.snapshot_dir),
+        detail={"force": run_request.force, "mode": run_request.mode},
+    )
+    if settings.redis_url:
+        await enqueue_run(settings.redis_url, run_request)
+    else:
+        run_in_background(request.app.state.session_factory, run_request)
+    return Redirect("/console/runs?started=1", status_code=303)
+
+
+class SnapshotHealth(Struct, kw_only=True):
+    folder: str
+    readable: bool
+    problem: str | None = None
+    as_of: dt.date | None = None
+    source: str | None = None
+    complete: bool | None = None
+    files: dict[str, int] = {}
+    age_days: int | None = None
+    last_run: RunView | None = None
+
+
+async def snapshot_health(session: AsyncSession, folder: Path) -> SnapshotHealth:
+    health = SnapshotHealth(folder=str(folder), readable=False)
+    try:
+        manifest = read_manifest(folder)
+    except SnapshotFolderError as exc:
+        health.problem = str(exc)
+        return health
+    health.readable = True
+    health.as_of, health.source, health.complete = manifest.as_of, manifest.source, manifest.complete
+    health.files, resolved = _files_of(folder)
+    health.age_days = (utcnow().date() - manifest.as_of).days
+    row = (
+        await session.execute(
+            select(Run, Snapshot.folder)
+            .join(Snapshot, Snapshot.id == Run.snapshot_id)
+            .where(Snapshot.folder == resolved)
+            .order_by(Run.id.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is not None:
+        health.last_run = run_view(row[0], row[1])
+    return health
+
+
+def _files_of(folder: Path) -> tuple[dict[str, int], str]:
+    """The snapshot's files and sizes, and the folder's absolute path (as runs record it)."""
+    return {path.name: path.stat().st_size for path in sorted(folder.glob("*.jsonl"))}, str(folder.resolve())
+
+
+class DigestLine(Struct):
+    severity: str
+    customer: str
+    title: str
+    description: str
+    due_on: dt.date
+
+
+@get("/console/connectors", guards=GUARD)
+async def connectors_page(
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], csm: str = ""
+) -> Template:
+    """The snapshot source's health, and a preview of the morning list any CSM would get."""
+    settings: Settings = request.app.state.settings
+    csms = list(await db_session.scalars(select(Account.csm).distinct().order_by(Account.csm)))
+    preview: list[DigestLine] = []
+    chosen = csm if csm in csms else (csms[0] if csms else "")
+    if chosen:
+        rows = await db_session.execute(
+            select(Task, Account.name)
+            .join(Account, Account.id == Task.account_id)
+            .where(Task.active.is_(True), Account.csm == chosen)
+            .order_by(Task.severity, Task.due_on)
+            .limit(200)
+        )
+        order = {"High": 0, "Medium": 1, "Low": 2}
+        preview = sorted(
+            (DigestLine(t.severity, name, t.title, t.description, t.due_on) for t, name in rows),
+            key=lambda line: (order.get(line.severity, 3), line.due_on),
+        )
+    counts = {level: sum(1 for line in preview if line.severity == level) for level in ("High", "Medium", "Low")}
+    customers = await db_session.scalar(select(func.count()).select_from(Account))
+    return Template(
+        "console/connectors.html",
+        context={
+            "health": await snapshot_health(db_session, settings.snapshot_dir),
+            "csms": csms,
+            "csm": chosen,
+            "preview": preview,
+            "counts": counts,
+            "customers": customers,
+            "redis": bool(settings.redis_url),
+        },
+    )
+
+
+@get("/api/console/connectors", guards=GUARD)
+async def connectors_api(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> SnapshotHealth:
+    settings: Settings = request.app.state.settings
+    return await snapshot_health(db_session, settings.snapshot_dir)
+
+
+ROUTES = [runs_page, runs_api, run_page, run_api, start_run, connectors_page, connectors_api]

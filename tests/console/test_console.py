@@ -1,0 +1,198 @@
+"""The policy console over HTTP: drafts, validation, tests, dry-run, publish and roll back; runs; connectors."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from connectors.demo import write_demo_snapshot
+from server.db.models import AuditEvent, PolicyPublication, Run
+from server.db.session import create_engine, session_factory
+from server.services.runs import RunRequest, run_in_process
+from tests.conftest import POLICY_DIR
+from tests.security.helpers import Browser, database, running, seed_users
+
+AS_OF = dt.date(2026, 12, 4)
+
+
+@pytest.fixture
+async def prepared(database_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """A database with one run over a small demo snapshot, and an ops user and a CSM."""
+    folder = tmp_path / "snapshot"
+    write_demo_snapshot(folder, accounts=40, seed=8, as_of=AS_OF)
+    engine = create_engine(database_url)
+    try:
+        await run_in_process(session_factory(engine), RunRequest(folder=folder, policy_dir=POLICY_DIR))
+    finally:
+        await engine.dispose()
+    await seed_users(
+        database_url, ("ops@example.com", "ops"), ("csm@example.com", "csm"), ("viewer@example.com", "viewer")
+    )
+    return database_url, folder
+
+
+def env(folder: Path) -> dict[str, str]:
+    return {"CSM_POLICY_DIR": str(POLICY_DIR), "CSM_SNAPSHOT_DIR": str(folder)}
+
+
+async def test_only_ops_and_admins_open_the_console(prepared: tuple[str, Path]) -> None:
+    url, folder = prepared
+    async with running(url, **env(folder)) as client:
+        for email in ("csm@example.com", "viewer@example.com"):
+            browser = Browser(client)
+            await browser.login(email)
+            for path in ("/console/policies", "/console/runs", "/console/connectors", "/api/console/runs"):
+                assert (await browser.get(path)).status_code == 403, (email, path)
+        ops = Browser(client)
+        await ops.login("ops@example.com")
+        page = await ops.get("/console/policies")
+        assert page.status_code == 200
+        assert "Published version" in page.text and "12 enabled of 12" in page.text
+
+
+async def test_a_draft_is_edited_validated_tested_dry_run_and_published(prepared: tuple[str, Path]) -> None:
+    url, folder = prepared
+    async with running(url, **env(folder)) as client:
+        ops = Browser(client)
+        await ops.login("ops@example.com")
+        created = await ops.post("/console/drafts", {"name": "Longer renewal horizon"})
+        assert created.status_code == 303
+        draft = created.headers["location"]
+        rules = await ops.get(f"{draft}?file=rules.yaml")
+        assert rules.status_code == 200 and "renewal-upcoming" in rules.text
+        text = re.search(r'<textarea id="policy-text"[^>]*>(.*?)</textarea>', rules.text, re.S)
+        assert text is not None
+        original = (
+            text[1]
+            .replace("&#34;", '"')
+            .replace("&#39;", "'")
+            .replace("&gt;", ">")
+            .replace("&lt;", "<")
+            .replace("&amp;", "&")
+        )
+
+        # A typo is found on save, located and explained.
+        broken = original.replace("0 <= days_to_renewal <= horizon_days", "0 <= days_to_renewl <= horizon_days")
+        saved = await ops.post(f"{draft}/files", {"file": "rules.yaml", "text": broken}, headers={"hx-request": "true"})
+        assert saved.status_code == 200
+        assert "rules.yaml:28" in saved.text and "unknown name &#39;days_to_renewl&#39;" in saved.text
+        assert "did you mean &#39;days_to_renewal&#39;" in saved.text
+
+        # Fixed, with a longer horizon: valid; the policy tests now fail (a case pins 91 days).
+        changed = original.replace("horizon_days: 90", "horizon_days: 120")
+        saved = await ops.post(
+            f"{draft}/files", {"file": "rules.yaml", "text": changed}, headers={"hx-request": "true"}
+        )
+        assert "Valid: 6 CHI sections, 12 rules" in saved.text
+        tests = await ops.post(f"{draft}/test", headers={"hx-request": "true"})
+        assert "failed" in tests.text and "renewal 91 days away does not fire" in tests.text
+        refused = await ops.post(f"{draft}/publish", {"comment": "longer horizon"})
+        assert refused.status_code == 400 and "policy test(s) fail" in refused.text
+
+        # The dry-run reports the tasks that would appear.
+        started = await ops.post(f"{draft}/dry-run", headers={"hx-request": "true"})
+        job = re.search(r'hx-get="/console/dry-runs/([0-9a-f]+)"', started.text)
+        assert job is not None
+        for _ in range(200):
+            status = (await ops.get(f"/api/console/dry-runs/{job[1]}")).json()
+            if status["state"] != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert status["state"] == "done", status
+        report = status["report"]
+        assert report["customers"] == 40
+        assert {rule["rule"] for rule in report["rules"] if rule["appear"]} <= {"renewal-upcoming", "chi-status-review"}
+        assert report["appear"] >= 1 and report["disappear"] == 0
+        page = await ops.get(f"/console/dry-runs/{job[1]}")
+        assert "tasks would appear" in page.text
+
+        # Keep the horizon, rename the rule, publish: a new version, audited with the hashes.
+        cases = (await ops.get(f"{draft}?file=tests/commercial.yaml")).text
+        assert "renewal 91 days away does not fire" in cases
+        renamed = original.replace("name: Contract renewal upcoming", "name: Renewal coming up")
+        await ops.post(f"{draft}/files", {"file": "rules.yaml", "text": renamed}, headers={"hx-request": "true"})
+        published = await ops.post(f"{draft}/publish", {"comment": "clearer renewal titles"})
+        assert published.status_code == 303, published.text
+        assert published.headers["location"] == "/console/policies?published=1"
+        history = await ops.get("/console/policies")
+        assert "clearer renewal titles" in history.text
+    async with database(url) as session:
+        publications = list(await session.scalars(select(PolicyPublication).order_by(PolicyPublication.id)))
+        assert [p.action for p in publications] == ["install", "publish"]
+        event = await session.scalar(select(AuditEvent).where(AuditEvent.action == "policy.published"))
+        assert event is not None and event.actor == "ops@example.com"
+        assert event.before is not None and event.after is not None
+        assert event.before["content_hash"] != event.after["content_hash"]
+
+
+async def test_a_version_is_rolled_back_to(prepared: tuple[str, Path]) -> None:
+    url, folder = prepared
+    async with running(url, **env(folder)) as client:
+        ops = Browser(client)
+        await ops.login("ops@example.com")
+        draft = (await ops.post("/console/drafts", {"name": "bands"})).headers["location"]
+        bands = (await ops.get(f"{draft}?file=bands.yaml")).text
+        assert "colour" in bands
+        new_bands = (
+            'kind: bands\nbands:\n  - {name: Happy, min: 75, colour: "#1b6e38"}\n'
+            '  - {name: At-Risk, min: 50, colour: "#b26a00"}\n  - {name: Critical, min: 0, colour: "#b3261e"}\n'
+        )
+        await ops.post(f"{draft}/files", {"file": "bands.yaml", "text": new_bands}, headers={"hx-request": "true"})
+        assert (await ops.post(f"{draft}/publish", {"comment": "darker green"})).status_code == 303
+        version_page = await ops.get("/console/versions/1")
+        assert "Roll back to this version" in version_page.text and "#1f7a3f" in version_page.text
+        rolled = await ops.post("/console/versions/1/rollback", {"comment": "the old green reads better"})
+        assert rolled.status_code == 303
+        again = await ops.post("/console/versions/1/rollback", {"comment": "twice"})
+        assert again.status_code == 409
+    async with database(url) as session:
+        actions = [p.action for p in await session.scalars(select(PolicyPublication).order_by(PolicyPublication.id))]
+        assert actions == ["install", "publish", "rollback"]
+
+
+async def test_runs_are_listed_started_and_followed(prepared: tuple[str, Path]) -> None:
+    url, folder = prepared
+    async with running(url, **env(folder)) as client:
+        ops = Browser(client)
+        await ops.login("ops@example.com")
+        page = await ops.get("/console/runs")
+        assert page.status_code == 200 and "#1" in page.text and "succeeded" in page.text
+        started = await ops.post("/console/runs", {"force": "on"})
+        assert started.status_code == 303
+        for _ in range(200):
+            runs = (await ops.get("/api/console/runs")).json()
+            if len(runs) == 2 and runs[0]["state"] == "succeeded":
+                break
+            await asyncio.sleep(0.05)
+        assert runs[0]["state"] == "succeeded", runs
+        assert runs[0]["trigger"] == "console" and runs[0]["counts"]["opened"] == 0
+        detail = await ops.get(f"/console/runs/{runs[0]['id']}")
+        assert "tasks and scores" in detail.text
+        connectors = await ops.get("/console/connectors")
+        assert connectors.status_code == 200 and "Morning list preview" in connectors.text
+        assert (await ops.get("/api/console/connectors")).json()["readable"] is True
+    async with database(url) as session:
+        assert len(list(await session.scalars(select(Run)))) == 2
+        assert await session.scalar(select(AuditEvent).where(AuditEvent.action == "run.started")) is not None
+
+
+async def test_validate_api_reports_every_problem(prepared: tuple[str, Path]) -> None:
+    url, folder = prepared
+    files = {path.name: path.read_text() for path in POLICY_DIR.glob("*.yaml")}
+    mistakes = files["rules.yaml"].count("level: High}")
+    files["rules.yaml"] = files["rules.yaml"].replace("level: High}", "level: high}")
+    async with running(url, **env(folder)) as client:
+        ops = Browser(client)
+        await ops.login("ops@example.com")
+        response = await ops.request(
+            "POST", "/api/console/validate", json={"files": files}, headers={"x-csrftoken": await ops.csrf()}
+        )
+        body = response.json()
+        assert response.status_code == 201 and body["valid"] is False
+        assert len(body["problems"]) == mistakes > 1
+        assert body["problems"][0]["message"] == "expected one of High, Medium, Low, got 'high'"
