@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine import Problem
 from engine.policytests import CaseOutcome
-from server.db.models import PolicyDraft
+from server.db.models import PolicyDraft, PolicyVersion
 from server.errors import NotFound
 from server.services import policies as service
 from server.services.audit import record
@@ -270,6 +270,27 @@ async def dry_run_api(db_session: NamedDependency[AsyncSession], job_id: str) ->
     return status
 
 
+async def _audit_publication(
+    session: AsyncSession,
+    action: str,
+    user: CurrentUser,
+    before: PolicyVersion | None,
+    after: PolicyVersion,
+    comment: str,
+    **detail: Any,
+) -> None:
+    await record(
+        session,
+        action,
+        actor=user.email,
+        object_type="policy_version",
+        object_id=str(after.id),
+        before={"content_hash": before.content_hash if before else None},
+        after={"content_hash": after.content_hash},
+        detail={"comment": comment.strip()[:500], **detail},
+    )
+
+
 @post("/console/drafts/{draft_id:int}/publish", guards=GUARD, status_code=303)
 async def publish_draft(
     request: Request[Any, Any, Any],
@@ -282,16 +303,7 @@ async def publish_draft(
     draft = await service.get_draft(db_session, draft_id)
     before = await service.published_version(db_session)
     version = await service.publish_files(db_session, draft.files, data.comment, user.email)
-    await record(
-        db_session,
-        "policy.published",
-        actor=user.email,
-        object_type="policy_version",
-        object_id=str(version.id),
-        before={"content_hash": before.content_hash if before else None},
-        after={"content_hash": version.content_hash},
-        detail={"comment": data.comment.strip()[:500], "draft": draft.id},
-    )
+    await _audit_publication(db_session, "policy.published", user, before, version, data.comment, draft=draft.id)
     await db_session.delete(draft)
     return Redirect("/console/policies?published=1", status_code=303)
 
@@ -324,16 +336,7 @@ async def rollback(
     user = _user(request)
     before = await service.published_version(db_session)
     version = await service.rollback_to(db_session, version_id, data.comment, user.email)
-    await record(
-        db_session,
-        "policy.rolled_back",
-        actor=user.email,
-        object_type="policy_version",
-        object_id=str(version.id),
-        before={"content_hash": before.content_hash if before else None},
-        after={"content_hash": version.content_hash},
-        detail={"comment": data.comment.strip()[:500]},
-    )
+    await _audit_publication(db_session, "policy.rolled_back", user, before, version, data.comment)
     return Redirect("/console/policies?rolled_back=1", status_code=303)
 
 

@@ -25,7 +25,7 @@ ENTITIES = (
 
 def write_snapshot(folder: Path, as_of: dt.date, rows: dict[str, list[dict[str, Any]]], **manifest: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for entity in ENTITIES:
+    for entity in FILE_ENTITIES:
         lines = [msgspec.json.encode(row) for row in rows.get(entity, [])]
         (folder / f"{entity}.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
     head = {"format": "csm-snapshot/1", "as_of": as_of.isoformat(), "source": "test", **manifest}
