@@ -8,19 +8,7 @@ from typing import Any
 
 import msgspec
 
-ENTITIES = (
-    "accounts",
-    "orders",
-    "invoices",
-    "usage",
-    "activity",
-    "scanners",
-    "schedules",
-    "tickets",
-    "meetings",
-    "nps",
-    "sentiment",
-)
+from engine.snapshot import FILE_ENTITIES
 
 
 def write_snapshot(folder: Path, as_of: dt.date, rows: dict[str, list[dict[str, Any]]], **manifest: Any) -> Path:
