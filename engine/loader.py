@@ -212,18 +212,62 @@ def _oversized(doc: YamlDocument, value: Any, path: tuple[str | int, ...] = ()) 
     return None
 
 
-def schema_problems(kind: str, doc: YamlDocument) -> list[Problem]:
+def schema_findings(kind: str, doc: YamlDocument) -> list[tuple[tuple[str | int, ...], Problem]]:
+    """Each schema problem of a document with the path of the node it is about."""
     oversized = _oversized(doc, doc.data)
     if oversized is not None:
-        return [oversized]
-    problems = []
+        return [((), oversized)]
+    findings = []
     for error in validator_for(kind).iter_errors(doc.data):
         path, message = _humane(error)
-        problems.append(doc.problem(tuple(path), message))
-        if len(problems) >= MAX_PROBLEMS:
-            problems.append(doc.problem((), f"more than {MAX_PROBLEMS} problems; fix these first"))
+        findings.append((tuple(path), doc.problem(tuple(path), message)))
+        if len(findings) >= MAX_PROBLEMS:
+            findings.append(((), doc.problem((), f"more than {MAX_PROBLEMS} problems; fix these first")))
             break
-    return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
+    return sorted(findings, key=lambda finding: (finding[1].line or 0, finding[1].column or 0))
+
+
+def schema_problems(kind: str, doc: YamlDocument) -> list[Problem]:
+    return [problem for _, problem in schema_findings(kind, doc)]
+
+
+# Lists whose broken items can stand in as inert placeholders, so that the rest of the set can
+# still be compiled and its own mistakes reported in the same pass (indices, hence lines, kept).
+_PLACEHOLDERS: dict[str, tuple[str, Any]] = {
+    "rules": (
+        "rules",
+        lambda data, index: {
+            "id": f"invalid-rule-{index}",
+            "name": "(invalid)",
+            "category": data["categories"][0],
+            "severity": "Low",
+            "title": "-",
+            "description": "-",
+            "enabled": False,
+        },
+    ),
+    "chi": ("sections", lambda data, index: {"id": f"invalid_section_{index}", "name": "-", "weight": 1, "score": "0"}),
+    "segments": ("segments", lambda data, index: {"id": f"invalid-segment-{index}", "name": "-", "when": "False"}),
+}
+
+
+def _with_placeholders(kind: str, doc: YamlDocument, paths: list[tuple[str | int, ...]]) -> YamlDocument | None:
+    """The document with its broken list items replaced by placeholders, if that makes it valid."""
+    if kind not in _PLACEHOLDERS:
+        return None
+    key, placeholder = _PLACEHOLDERS[kind]
+    broken = set()
+    for path in paths:
+        if len(path) < 2 or path[0] != key or not isinstance(path[1], int):
+            return None
+        broken.add(path[1])
+    data = dict(doc.data)
+    try:
+        data[key] = [placeholder(data, index) if index in broken else item for index, item in enumerate(data[key])]
+    except (KeyError, IndexError, TypeError):
+        return None
+    patched = YamlDocument(doc.file, data, doc.marks)
+    return patched if not schema_findings(kind, patched) else None
 
 
 # ── the policy set ─────────────────────────────────────────────────────────────────────
@@ -235,32 +279,38 @@ def content_hash(documents: Mapping[str, YamlDocument]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def read_policy_files(files: Mapping[str, bytes]) -> PolicySet:
-    """Parse and validate every file; raise `PolicyError` with all problems found."""
+def read_policy_set(files: Mapping[str, bytes]) -> tuple[PolicySet | None, list[Problem]]:
+    """Parse and validate every file: the set (if it can be compiled at all) and every problem.
+
+    A rule, CHI section or segment that breaks its schema is replaced by an inert placeholder,
+    so the set can still be compiled for its other mistakes; such a set comes back together
+    with problems and must not be used for anything but reporting them.
+    """
     problems: list[Problem] = []
     documents: dict[str, YamlDocument] = {}
     if len(files) > MAX_POLICY_FILES:
-        raise PolicyError([Problem("(policy set)", f"{len(files)} files; at most {MAX_POLICY_FILES} allowed")])
+        return None, [Problem("(policy set)", f"{len(files)} files; at most {MAX_POLICY_FILES} allowed")]
     oversized = [
         Problem(name, f"file is {len(raw):,} bytes; policy files may be at most {MAX_FILE_BYTES:,} bytes")
         for name, raw in sorted(files.items())
         if len(raw) > MAX_FILE_BYTES
     ]
     if oversized:
-        raise PolicyError(oversized)
+        return None, oversized
     total = sum(len(raw) for raw in files.values())
     if total > MAX_POLICY_SET_BYTES:
-        raise PolicyError(
-            [Problem("(policy set)", f"{total:,} bytes in all; at most {MAX_POLICY_SET_BYTES:,} allowed")]
-        )
+        return None, [Problem("(policy set)", f"{total:,} bytes in all; at most {MAX_POLICY_SET_BYTES:,} allowed")]
+    compilable = True
     for name in sorted(files):
         try:
             doc = read_yaml(name, files[name])
         except YamlProblem as exc:
             problems.append(exc.problem)
+            compilable = False
             continue
         if not isinstance(doc.data, dict) or not isinstance(doc.data.get("kind"), str):
             problems.append(doc.problem((), "a policy file must be a mapping with a 'kind' (products, tiers, ...)"))
+            compilable = False
             continue
         kind = doc.data["kind"]
         if kind == "tests":
@@ -270,19 +320,35 @@ def read_policy_files(files: Mapping[str, bytes]) -> PolicySet:
             continue
         if kind in documents:
             problems.append(doc.problem(("kind",), f"a second '{kind}' file (the first is {documents[kind].file})"))
+            compilable = False
             continue
-        kind_problems = schema_problems(kind, doc)
-        problems.extend(kind_problems)
-        if not kind_problems:
+        findings = schema_findings(kind, doc)
+        problems.extend(problem for _, problem in findings)
+        if not findings:
             documents[kind] = doc
+            continue
+        patched = _with_placeholders(kind, doc, [path for path, _ in findings])
+        if patched is None:
+            compilable = False
+        else:
+            documents[kind] = patched
     for kind in REQUIRED_KINDS:
         if kind not in documents and not any(p.file.endswith(f"{kind}.yaml") for p in problems):
             present = ", ".join(sorted(documents)) or "none"
             problems.append(Problem("(policy set)", f"no '{kind}' policy file (found kinds: {present})"))
-    if problems:
-        raise PolicyError(problems)
+            compilable = False
+    if not compilable or any(kind not in documents for kind in REQUIRED_KINDS):
+        return None, problems
     models = {kind: msgspec.convert(doc.data, POLICY_KINDS[kind]) for kind, doc in documents.items()}
-    return PolicySet(documents, models, content_hash(documents))
+    return PolicySet(documents, models, content_hash(documents)), problems
+
+
+def read_policy_files(files: Mapping[str, bytes]) -> PolicySet:
+    """Parse and validate every file; raise `PolicyError` with all problems found."""
+    policy_set, problems = read_policy_set(files)
+    if problems or policy_set is None:
+        raise PolicyError(problems)
+    return policy_set
 
 
 def policy_files_in(folder: Path) -> dict[str, bytes]:
@@ -298,4 +364,4 @@ def policy_files_in(folder: Path) -> dict[str, bytes]:
     return files
 
 
-__all__ = ["PolicySet", "format_path", "policy_files_in", "read_policy_files", "schema_problems"]
+__all__ = ["PolicySet", "format_path", "policy_files_in", "read_policy_files", "read_policy_set", "schema_problems"]

@@ -12,8 +12,8 @@ a failure) rather than take the test run down with it. A case that does not answ
 
 The cases at the end were weaknesses found while writing this suite (runaway powers and squared
 facts, quadratic membership, escaped invisible characters, large-but-allowed files, row and
-reason errors aborting a run); they are fixed and stay as regression tests. The one left
-`xfail(strict=True)` is a known limitation: schema problems are reported before names and types.
+reason errors aborting a run, schema and expression mistakes not reported together); they are
+fixed and stay as regression tests.
 """
 
 from __future__ import annotations
@@ -899,11 +899,6 @@ def test_a_failing_reason_condition_does_not_abort_the_run() -> None:
     assert all(result.errors for result in results)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when a file fails its JSON Schema the compiler does not run, so the expression and "
-    "template mistakes of the same file (and of every other file) are not reported",
-)
 def test_schema_and_expression_mistakes_are_reported_together() -> None:
     files, lines = edit_rules(
         ("overdue-invoices", "when", '    when: "overdue_invoics > 0"'),
