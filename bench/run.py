@@ -190,9 +190,8 @@ def main() -> None:
     if not (snapshot / "manifest.json").is_file():
         started = time.perf_counter()
         stats = write_demo_snapshot(snapshot, accounts=args.accounts, seed=1, as_of=AS_OF, days=args.days)
-        console.print(
-            f"generated {stats.total_rows:,} rows, {stats.bytes_written / 1e9:.2f} GB in {time.perf_counter() - started:.0f} s"
-        )
+        seconds = time.perf_counter() - started
+        console.print(f"generated {stats.total_rows:,} rows, {stats.bytes_written / 1e9:.2f} GB in {seconds:.0f} s")
     size = sum(path.stat().st_size for path in snapshot.glob("*.jsonl"))
     database_file = OUT / f"run-{args.accounts}.db"
     for suffix in ("", "-wal", "-shm"):

@@ -10,7 +10,7 @@ from typing import Any
 
 from litestar import Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import URLEncodedBody
+from litestar.params import FromPath, FromQuery, JSONBody, URLEncodedBody
 from litestar.response import Redirect, Template
 from msgspec import Struct
 from sqlalchemy import select
@@ -150,7 +150,9 @@ async def _draft_context(session: AsyncSession, draft: PolicyDraft, file: str | 
 
 
 @get("/console/drafts/{draft_id:int}", guards=GUARD)
-async def draft_page(db_session: NamedDependency[AsyncSession], draft_id: int, file: str | None = None) -> Template:
+async def draft_page(
+    db_session: NamedDependency[AsyncSession], draft_id: FromPath[int], file: FromQuery[str | None] = None
+) -> Template:
     draft = await service.get_draft(db_session, draft_id)
     return Template("console/draft.html", context=await _draft_context(db_session, draft, file))
 
@@ -159,7 +161,7 @@ async def draft_page(db_session: NamedDependency[AsyncSession], draft_id: int, f
 async def save_file(
     request: Request[Any, Any, Any],
     db_session: NamedDependency[AsyncSession],
-    draft_id: int,
+    draft_id: FromPath[int],
     data: URLEncodedBody[FileForm],
 ) -> Template:
     """Save one file of a draft and validate the whole draft at once (shown beside the editor)."""
@@ -185,7 +187,7 @@ async def save_file(
 async def delete_file(
     request: Request[Any, Any, Any],
     db_session: NamedDependency[AsyncSession],
-    draft_id: int,
+    draft_id: FromPath[int],
     data: URLEncodedBody[FileForm],
 ) -> Redirect:
     draft = await service.get_draft(db_session, draft_id)
@@ -194,14 +196,14 @@ async def delete_file(
 
 
 @post("/console/drafts/{draft_id:int}/delete", guards=GUARD, status_code=303)
-async def delete_draft(db_session: NamedDependency[AsyncSession], draft_id: int) -> Redirect:
+async def delete_draft(db_session: NamedDependency[AsyncSession], draft_id: FromPath[int]) -> Redirect:
     draft = await service.get_draft(db_session, draft_id)
     await db_session.delete(draft)
     return Redirect("/console/policies", status_code=303)
 
 
 @post("/console/drafts/{draft_id:int}/validate", guards=GUARD)
-async def validate_draft(db_session: NamedDependency[AsyncSession], draft_id: int) -> Template:
+async def validate_draft(db_session: NamedDependency[AsyncSession], draft_id: FromPath[int]) -> Template:
     draft = await service.get_draft(db_session, draft_id)
     compiled, problems = service.validate_files(draft.files)
     return Template(
@@ -215,7 +217,7 @@ class ValidateRequest(Struct):
 
 
 @post("/api/console/validate", guards=GUARD)
-async def validate_api(data: ValidateRequest) -> dict[str, Any]:
+async def validate_api(data: JSONBody[ValidateRequest]) -> dict[str, Any]:
     """Validate policy files sent as {"files": {name: text}}: every problem, located."""
     compiled, problems = service.validate_files(data.files)
     return {
@@ -226,7 +228,7 @@ async def validate_api(data: ValidateRequest) -> dict[str, Any]:
 
 
 @post("/console/drafts/{draft_id:int}/test", guards=GUARD)
-async def test_draft(db_session: NamedDependency[AsyncSession], draft_id: int) -> Template:
+async def test_draft(db_session: NamedDependency[AsyncSession], draft_id: FromPath[int]) -> Template:
     draft = await service.get_draft(db_session, draft_id)
     outcomes, problems = service.test_files(draft.files)
     return Template(
@@ -236,7 +238,7 @@ async def test_draft(db_session: NamedDependency[AsyncSession], draft_id: int) -
 
 @post("/console/drafts/{draft_id:int}/dry-run", guards=GUARD)
 async def dry_run_draft(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], draft_id: int
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], draft_id: FromPath[int]
 ) -> Template:
     draft = await service.get_draft(db_session, draft_id)
     compiled, problems = service.validate_files(draft.files)
@@ -255,7 +257,7 @@ async def dry_run_draft(
 
 
 @get("/console/dry-runs/{job_id:str}", guards=GUARD)
-async def dry_run_page(db_session: NamedDependency[AsyncSession], job_id: str) -> Template:
+async def dry_run_page(db_session: NamedDependency[AsyncSession], job_id: FromPath[str]) -> Template:
     status = await dry_run_status(db_session, job_id)
     if status is None:
         raise NotFound(f"no dry-run {job_id}")
@@ -263,7 +265,7 @@ async def dry_run_page(db_session: NamedDependency[AsyncSession], job_id: str) -
 
 
 @get("/api/console/dry-runs/{job_id:str}", guards=GUARD)
-async def dry_run_api(db_session: NamedDependency[AsyncSession], job_id: str) -> dict[str, Any]:
+async def dry_run_api(db_session: NamedDependency[AsyncSession], job_id: FromPath[str]) -> dict[str, Any]:
     status = await dry_run_status(db_session, job_id)
     if status is None:
         raise NotFound(f"no dry-run {job_id}")
@@ -295,7 +297,7 @@ async def _audit_publication(
 async def publish_draft(
     request: Request[Any, Any, Any],
     db_session: NamedDependency[AsyncSession],
-    draft_id: int,
+    draft_id: FromPath[int],
     data: URLEncodedBody[CommentForm],
 ) -> Redirect:
     require_recent_reauth(request)
@@ -310,7 +312,7 @@ async def publish_draft(
 
 @get("/console/versions/{version_id:int}", guards=GUARD)
 async def version_page(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], version_id: int
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], version_id: FromPath[int]
 ) -> Template:
     version = await service.get_version(db_session, version_id)
     published, _ = await service.current_policies(db_session, _settings(request).policy_dir)
@@ -329,7 +331,7 @@ async def version_page(
 async def rollback(
     request: Request[Any, Any, Any],
     db_session: NamedDependency[AsyncSession],
-    version_id: int,
+    version_id: FromPath[int],
     data: URLEncodedBody[CommentForm],
 ) -> Redirect:
     require_recent_reauth(request)

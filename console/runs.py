@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar import Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import URLEncodedBody
+from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 from msgspec import Struct
 from sqlalchemy import func, select
@@ -117,7 +117,9 @@ async def runs_api(db_session: NamedDependency[AsyncSession]) -> list[RunView]:
 
 
 @get("/console/runs/{run_id:int}", guards=GUARD)
-async def run_page(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], run_id: int) -> Template:
+async def run_page(
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], run_id: FromPath[int]
+) -> Template:
     run = await _run(db_session, run_id)
     chunks = list(
         await db_session.scalars(select(RunChunk).where(RunChunk.run_id == run_id).order_by(RunChunk.chunk_no))
@@ -127,7 +129,7 @@ async def run_page(request: Request[Any, Any, Any], db_session: NamedDependency[
 
 
 @get("/api/console/runs/{run_id:int}", guards=GUARD)
-async def run_api(db_session: NamedDependency[AsyncSession], run_id: int) -> RunView:
+async def run_api(db_session: NamedDependency[AsyncSession], run_id: FromPath[int]) -> RunView:
     return await _run(db_session, run_id)
 
 
@@ -220,7 +222,7 @@ class DigestLine(Struct):
 
 @get("/console/connectors", guards=GUARD)
 async def connectors_page(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], csm: str = ""
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], csm: FromQuery[str] = ""
 ) -> Template:
     """The snapshot source's health, and a preview of the morning list any CSM would get."""
     settings: Settings = request.app.state.settings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from advanced_alchemy.extensions.litestar import AsyncSessionConfig, SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from litestar import Litestar, Request, Response, get
@@ -40,9 +41,14 @@ from server.db.session import create_engine, session_factory
 from server.errors import AppError
 from server.portal import ROUTES as PORTAL_ROUTES
 from server.settings import Settings
+from server.web.access import PUBLIC
 from server.web.auth import ABSOLUTE_TIMEOUT, SESSION_KEY, load_user
-from server.web.headers import security_headers
+from server.web.denials import audit_denial
+from server.web.headers import add_security_headers
 from server.web.login import ROUTES as LOGIN_ROUTES
+from server.web.reauth import ROUTES as REAUTH_ROUTES
+from server.web.reauth import ReauthRequired, reauth_response
+from server.web.security import ROUTES as SECURITY_ROUTES
 from server.web.sessions import DatabaseStore, RotatingSessionBackend, RotatingSessionConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +74,7 @@ def check_assets(modules: Path = NODE_MODULES) -> None:
         raise MissingAssets(f"front-end libraries missing ({', '.join(missing)}): run `npm ci` in {ROOT}")
 
 
-@get("/healthz", exclude_from_auth=True)
+@get("/healthz", opt=PUBLIC)
 async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
     factory = request.app.state.session_factory
     async with factory() as session:
@@ -85,7 +91,20 @@ def _is_htmx(request: Request[Any, Any, Any]) -> bool:
 
 
 def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """One place turns every error into JSON (API), a fragment (htmx) or a page."""
+    """One place turns every error into JSON (API), a fragment (htmx) or a page.
+
+    A refusal of a signed-in user (403) is written to the audit log as `access.denied`.
+    """
+    if isinstance(exc, ReauthRequired):
+        return reauth_response(request, exc)
+    response = _error_response(request, exc)
+    response.background = audit_denial(request, exc, response.status_code or 500)
+    if isinstance(exc, AppError) and exc.extra.get("retry_after"):
+        response.headers["Retry-After"] = str(exc.extra["retry_after"])
+    return response
+
+
+def _error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, AppError):
         status, message, extra = exc.status_code, exc.message, {"field": exc.field, **exc.extra}
     elif isinstance(exc, ValidationException):
@@ -96,7 +115,8 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
         request.logger.exception("unexpected error")
         status, message, extra = 500, "Something went wrong on our side; it has been logged.", {}
     if status == 401 and not _wants_json(request):
-        target = f"/login?next={request.url.path}"
+        query = request.url.query
+        target = f"/login?next={quote(request.url.path + (f'?{query}' if query else ''), safe='')}"
         if _is_htmx(request):
             return Response(content="", status_code=401, headers={"HX-Redirect": target})
         return Redirect(target)
@@ -121,7 +141,7 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
     alchemy = SQLAlchemyAsyncConfig(
         engine_instance=engine,
         session_dependency_key="db_session",
-        before_send_handler="autocommit",
+        before_send_handler="autocommit_include_redirects",
         session_config=AsyncSessionConfig(expire_on_commit=False),
     )
     stores: dict[str, Store]
@@ -129,7 +149,8 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
         root_store = RedisStore.with_client(url=settings.redis_url, namespace="csm")
         stores = {"sessions": root_store.with_namespace("sessions"), "rate_limit": root_store.with_namespace("limits")}
     else:
-        stores = {"sessions": DatabaseStore(factory), "rate_limit": DatabaseStore(factory)}
+        root = DatabaseStore(factory)
+        stores = {"sessions": root.with_namespace("sessions"), "rate_limit": root.with_namespace("limits")}
     session_config = RotatingSessionConfig(
         key=SESSION_KEY,
         max_age=int(ABSOLUTE_TIMEOUT.total_seconds()),
@@ -137,6 +158,7 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
         samesite="lax",
         secure=settings.secure_cookies,
         store="sessions",
+        exclude=["^/static/", "^/vendor/"],
     )
     auth = SessionAuth[Any, RotatingSessionBackend](
         retrieve_user_handler=load_user,
@@ -159,6 +181,8 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
     handlers: list[Any] = [
         healthz,
         *LOGIN_ROUTES,
+        *REAUTH_ROUTES,
+        *SECURITY_ROUTES,
         create_static_files_router(path="/static", directories=[STATIC], name="static"),
         *vendor,
         *PORTAL_ROUTES,
@@ -178,7 +202,7 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
         on_shutdown=[dispose],
         stores=stores,
         csrf_config=csrf,
-        middleware=[security_headers(hsts=settings.secure_cookies)],
+        before_send=[add_security_headers(hsts=settings.secure_cookies)],
         template_config=TemplateConfig(directory=[TEMPLATES], engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(
             title="CSM Portal API", version="1", path="/api/schema", render_plugins=[JsonRenderPlugin()]

@@ -29,7 +29,7 @@ from server.db.migrate import upgrade
 from server.db.models import Run
 from server.db.session import create_engine, session_factory, session_scope
 from server.errors import AppError, Conflict
-from server.services.audit import CLI
+from server.services.audit import CLI, record_as
 from server.services.dry_run import dry_run_folder
 from server.services.exports import export_health, export_tasks
 from server.services.runs import RunRefused, RunRequest, enqueue_run, run_in_process
@@ -324,7 +324,9 @@ def export_command(what: str, out_file: Path | None, include_inactive: bool) -> 
                 async for row in rows:
                     handle.write(msgspec.json.encode(row) + b"\n")
                     count += 1
-                return count
+            async with session_scope(session_factory(engine)) as session:
+                await record_as(session, CLI, f"export.{what}", detail={"rows": count, "all": include_inactive})
+            return count
         finally:
             await engine.dispose()
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -53,12 +55,29 @@ class Settings:
         )
 
     def secret(self) -> str:
-        """The signing secret: configured, or (development only) a per-process random one."""
+        """The signing secret: configured, or (development only) a random one kept in a file."""
         if self.secret_key:
             return self.secret_key
         if self.environment == "production":
             raise RuntimeError("CSM_SECRET_KEY must be set in production")
-        return _DEVELOPMENT_SECRET
+        return _development_secret()
 
 
-_DEVELOPMENT_SECRET = secrets.token_urlsafe(32)
+@cache
+def _development_secret() -> str:
+    """Development only: a random secret kept in var/dev-secret-key (mode 600), so that a restart
+    and the CLI sign with the same key as the server (CSRF cookies, set-password links)."""
+    path = Path(os.environ.get("CSM_DEV_SECRET_FILE", "var/dev-secret-key"))
+    with contextlib.suppress(FileNotFoundError):
+        text = path.read_text(encoding="utf-8").strip()
+        if len(text) >= 32:
+            return text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(secret)
+    return secret

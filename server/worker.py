@@ -13,6 +13,7 @@ closed — each gets a fresh job. Claims in the database make a second copy of a
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -37,6 +38,7 @@ from server.services.runs import (
     prepare_run,
     process_chunk,
 )
+from server.services.tasks import wake_snoozed_tasks
 from server.settings import Settings
 
 log = logging.getLogger("csm.worker")
@@ -159,6 +161,15 @@ async def sweep_runs(ctx: dict[str, Any]) -> str:
     return "; ".join(actions) or "nothing to do"
 
 
+async def wake_snoozed(ctx: dict[str, Any]) -> str:
+    """Snoozed tasks whose date has come go back to the state they had (a transition by "system")."""
+    settings: Settings = ctx["settings"]
+    today = dt.datetime.now(settings.timezone).date()
+    async with session_scope(ctx["factory"]) as session:
+        woken = await wake_snoozed_tasks(session, today)
+    return f"{woken} tasks woken"
+
+
 async def scheduled_run(ctx: dict[str, Any]) -> str:
     return await start_run(ctx, "schedule")
 
@@ -194,6 +205,7 @@ class WorkerSettings:
             unique=True,
         ),
         cron(sweep_runs, name="sweep", second=_sweep_seconds(), max_tries=2, timeout=120, unique=True),
+        cron(wake_snoozed, name="wake_snoozed", hour={0, 5}, minute=1, max_tries=3, timeout=300, unique=True),
     ]
     timezone = SETTINGS.timezone
     on_startup = startup

@@ -11,7 +11,10 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,6 +22,7 @@ from alembic import command
 
 from server.db.migrate import alembic_config
 
+T = TypeVar("T")
 POSTGRES_URL = os.environ.get("CSM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CSM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -41,8 +45,15 @@ def require(name: str, url: str) -> None:
     pytest.skip(f"{message} (set CSM_TEST_{name.upper()}_URL; under CI this fails)")
 
 
+def in_thread(function: Callable[[], T]) -> T:
+    """Run `function` in a fresh thread: Alembic and asyncio.run need a thread without an event
+    loop, and the Playwright tests leave one running in the main thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function).result()
+
+
 def migrate(url: str) -> None:
-    command.upgrade(alembic_config(url), "head")
+    in_thread(lambda: command.upgrade(alembic_config(url), "head"))
 
 
 class SqliteTemplate:
@@ -83,17 +94,17 @@ class PostgresTemplate:
     def __init__(self) -> None:
         self.name = f"csm_template_{uuid.uuid4().hex[:8]}"
         self.copies: list[str] = []
-        asyncio.run(_admin(f'CREATE DATABASE "{self.name}"'))
+        in_thread(lambda: asyncio.run(_admin(f'CREATE DATABASE "{self.name}"')))
         migrate(_with_database(self.name))
 
     def copy(self) -> str:
         name = f"csm_test_{uuid.uuid4().hex[:10]}"
-        asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.name}"'))
+        in_thread(lambda: asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.name}"')))
         self.copies.append(name)
         return _with_database(name)
 
     def drop(self, name: str) -> None:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        in_thread(lambda: asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
 
     def close(self) -> None:
         for name in [*self.copies, self.name]:

@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-ROUTES: list[Any] = []
+from server.api.portal import ROUTES as PORTAL_API_ROUTES
+
+ROUTES: list[Any] = [*PORTAL_API_ROUTES]

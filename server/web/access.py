@@ -5,6 +5,14 @@
 - manager: reads and edits all customers' tasks;
 - csm: reads and edits only the customers assigned to them;
 - viewer: read-only, all customers.
+
+The route access rule (docs/security.md; enforced by tests/security/test_route_table.py): every
+route handler declares who may call it, in exactly one of three ways:
+
+- a guard made by `requires(capability)` (on the handler, its controller or router);
+- `opt=SIGNED_IN` for pages every signed-in user may open (their own settings, sign-out...);
+- `opt=PUBLIC` (with `exclude_from_auth=True`) for the few public pages, which must also be in
+  `PUBLIC_ROUTES` below (sign-in, set-password links, health check, static files).
 """
 
 from __future__ import annotations
@@ -68,6 +76,41 @@ class CurrentUser:
 
     def may_see(self, account: Account) -> bool:
         return self.sees_every_customer or account.csm == self.email
+
+
+ACCESS = "access"
+SIGNED_IN: dict[str, Any] = {ACCESS: "signed-in"}
+PUBLIC: dict[str, Any] = {ACCESS: "public", "exclude_from_auth": True}
+# Route paths open without signing in. Adding one here is a security decision: say why in review.
+PUBLIC_ROUTES = frozenset(
+    {
+        "/login",
+        "/login/2fa",
+        "/login/recovery",
+        "/login/enrol",
+        "/login/invite/{token:str}",
+        "/logout",
+        "/healthz",
+    }
+)
+# Fields that no form or API body may set unless the route exists to set them (mass assignment).
+PROTECTED_FIELDS = frozenset(
+    {"role", "csm", "active", "id", "user_id", "email", "session_epoch", "totp_enabled", "totp_secret", "owner"}
+)
+
+
+def reject_protected_fields(submitted: Any, allowed: frozenset[str] | set[str] = frozenset()) -> None:
+    """Refuse (403, logged as access.denied) a body that tries to set a protected field it may not.
+
+    `submitted` is the parsed form or JSON object; `allowed` the protected fields this route sets
+    on purpose (e.g. the admin's role change sets `role`).
+    """
+    keys = set(submitted.keys()) if hasattr(submitted, "keys") else set()
+    forbidden = sorted((keys & PROTECTED_FIELDS) - set(allowed))
+    if forbidden:
+        raise PermissionDeniedException(
+            f"this request may not set {', '.join(forbidden)}", extra={"reason": "mass-assignment"}
+        )
 
 
 def requires(capability: Capability) -> Any:

@@ -1,10 +1,16 @@
-"""Security headers on every response (ASVS V3): CSP without inline scripts, no framing, no sniffing."""
+"""Security headers on every response (ASVS V3): CSP without inline scripts, no framing, no sniffing.
+
+A `before_send` hook rather than a middleware: it also sees the responses made outside the route
+middleware stack (the sign-in redirect of the authentication middleware, the router's 404/405).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -22,35 +28,24 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
-def security_headers(hsts: bool) -> type:
-    """An ASGI middleware class (Litestar's `middleware=[...]` takes classes with an `app`)."""
+def add_security_headers(hsts: bool) -> Any:
+    """A `before_send` hook: it sees every response of the app, including those made by the
+    authentication middleware (redirects to sign-in) and by the router (404, 405)."""
 
-    class SecurityHeadersMiddleware:
-        def __init__(self, app: ASGIApp) -> None:
-            self.app = app
+    def hook(message: Message, scope: Scope) -> None:
+        if scope["type"] != ScopeType.HTTP or message["type"] != "http.response.start":
+            return
+        path = scope.get("path", "")
+        headers = MutableScopeHeaders.from_message(message)
+        headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["X-Frame-Options"] = "DENY"
+        headers["Referrer-Policy"] = "same-origin"
+        headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+        if not path.startswith(("/static/", "/vendor/")):
+            headers["Cache-Control"] = "no-store"
+        if hsts:
+            headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
 
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != ScopeType.HTTP:
-                await self.app(scope, receive, send)
-                return
-            path = scope.get("path", "")
-            cacheable = path.startswith(("/static/", "/vendor/"))
-
-            async def send_with_headers(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    headers = MutableScopeHeaders.from_message(message)
-                    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-                    headers["X-Content-Type-Options"] = "nosniff"
-                    headers["X-Frame-Options"] = "DENY"
-                    headers["Referrer-Policy"] = "same-origin"
-                    headers["Cross-Origin-Opener-Policy"] = "same-origin"
-                    headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
-                    if not cacheable:
-                        headers["Cache-Control"] = "no-store"
-                    if hsts:
-                        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
-                await send(message)
-
-            await self.app(scope, receive, send_with_headers)
-
-    return SecurityHeadersMiddleware
+    return hook

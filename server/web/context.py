@@ -1,0 +1,69 @@
+"""Small request helpers shared by the security pages: who is asking, from where, in what form."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.db.session import session_scope
+from server.services.audit import Who, record_as
+from server.web.access import CurrentUser
+from server.web.limits import Throttle
+
+log = logging.getLogger("csm.security")
+
+
+def wants_json(request: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+
+
+def is_htmx(request: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def client_address(request: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The peer address as the server saw it (behind a proxy, run uvicorn with --proxy-headers
+    and --forwarded-allow-ips set to the proxy: X-Forwarded-For is never trusted here)."""
+    return request.client.host if request.client else "unknown"
+
+
+def signed_in_user(request: ASGIConnection[Any, Any, Any, Any]) -> CurrentUser | None:
+    user = request.scope.get("user")
+    return user if isinstance(user, CurrentUser) else None
+
+
+def who(request: ASGIConnection[Any, Any, Any, Any], actor: str | None = None) -> Who:
+    if actor is None:
+        user = signed_in_user(request)
+        actor = user.email if user else None
+    return Who(actor=actor, ip=client_address(request), user_agent=request.headers.get("user-agent", "")[:300] or None)
+
+
+def factory_of(request: ASGIConnection[Any, Any, Any, Any]) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.session_factory  # type: ignore[no-any-return]
+
+
+async def audit_now(request: ASGIConnection[Any, Any, Any, Any], action: str, actor: str | None, **fields: Any) -> None:
+    """Record an event in its own transaction, kept even when the request fails (failed sign-ins).
+
+    The request's own database session must hold no write at this point (SQLite has one writer).
+    """
+    async with session_scope(factory_of(request)) as session:
+        await record_as(session, who(request, actor), action, **fields)
+    log.info("audit %s actor=%r outcome=%s", action, actor, fields.get("outcome", "ok"))
+
+
+async def release(db_session: AsyncSession) -> None:
+    """End the request's transaction, writing nothing, before writing elsewhere (the session or
+    attempt store, an audit record of its own): SQLite lets one connection write at a time.
+    Loaded objects stay readable (detached, not expired)."""
+    db_session.expunge_all()
+    await db_session.rollback()
+
+
+def throttle(request: Request[Any, Any, Any]) -> Throttle:
+    return Throttle(request.app.stores.get("rate_limit"))
