@@ -33,6 +33,13 @@ is level x weekday factor x holiday factor (late December) x the account's trend
 comes from shared tables indexed at a per-series random offset, which keeps generation fast.
 `failed_scans` uses a small base failure rate with occasional spikes on one product.
 
+Looking back (`world_as_of` later than `as_of`): the world is drawn as of `world_as_of` and seen
+on `as_of`. Trends, churn declines and meetings are placed in the world's time (usage and meetings
+draw from their own random streams, so they match whatever the as_of), and contracts, invoices,
+tickets, scanners, schedules, NPS and sentiment are cut back to what had happened by `as_of`:
+later rows are left out, invoices paid since are open, tickets closed since are open, and scanners
+and schedules still reporting since were reporting that day.
+
 Usage and activity lines are formatted with f-strings (all values are generated, safe ASCII); the
 other entities are encoded by msgspec, account by account. Each file buffers about FLUSH_BYTES before
 a write, so memory stays flat whatever the number of accounts. `manifest.json` is written last.
@@ -308,12 +315,23 @@ class DemoStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def write_demo_snapshot(
-    out_dir: pathlib.Path, *, accounts: int, seed: int, as_of: dt.date, days: int = 91
+    out_dir: pathlib.Path,
+    *,
+    accounts: int,
+    seed: int,
+    as_of: dt.date,
+    days: int = 91,
+    world_as_of: dt.date | None = None,
 ) -> DemoStats:
     """Write a demo snapshot of `accounts` customers into `out_dir` (created if missing).
 
     Daily usage and activity cover the `days` days up to and including `as_of`. Every entity file is
     (re)written, even when empty; `manifest.json` is written last.
+
+    `world_as_of` (default: `as_of`) makes the snapshot a look back at the same world: the customers
+    are those of the `world_as_of` snapshot, and their usage and login trends, churn declines and
+    meetings are where they stood `world_as_of - as_of` days earlier. Weekly snapshots made this way
+    give a CHI history that moves the way the customers do.
     """
     if isinstance(as_of, dt.datetime) or not isinstance(as_of, dt.date):
         raise TypeError("as_of must be a datetime.date")
@@ -324,7 +342,10 @@ def write_demo_snapshot(
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "manifest.json").unlink(missing_ok=True)  # an interrupted run leaves no manifest behind
-    ctx = _Context.build(seed, as_of, days)
+    shift = (world_as_of - as_of).days if world_as_of is not None else 0
+    if shift < 0:
+        raise ValueError("world_as_of must not be before as_of")
+    ctx = _Context.build(seed, as_of, days, shift)
     sinks = {name: _Sink(out_dir / f"{name}.jsonl") for name in ENTITIES}
     try:
         for index in range(accounts):
@@ -399,9 +420,10 @@ class _Context:
     noise: dict[str, list[float]]  # multiplicative noise tables, doubled so any slice fits
     uniform: list[float]  # uniform [0, 1) table for stochastic rounding, doubled
     table_size: int
+    shift: int  # days between this snapshot's as_of and the world's (see write_demo_snapshot)
 
     @classmethod
-    def build(cls, seed: int, as_of: dt.date, days: int) -> _Context:
+    def build(cls, seed: int, as_of: dt.date, days: int, shift: int = 0) -> _Context:
         first_day = as_of - dt.timedelta(days=days - 1)
         dates = [first_day + dt.timedelta(days=d) for d in range(days)]
         season = {kind: [_season_factor(kind, day) for day in dates] for kind in WEEKDAY_FACTOR}
@@ -413,7 +435,13 @@ class _Context:
             noise[kind] = table + table
         uniform = [rng.random() for _ in range(size)]
         date_strs = [d.isoformat() for d in dates]
-        return cls(as_of, days, first_day, date_strs, season, noise, uniform + uniform, size)
+        return cls(as_of, days, first_day, date_strs, season, noise, uniform + uniform, size, shift)
+
+    @property
+    def world_as_of(self) -> dt.date:
+        """The day the world is generated for: contracts, invoices, tickets and the like are drawn
+        as of this day, then cut back to what had happened by `as_of` (see `_as_seen`)."""
+        return self.as_of + dt.timedelta(days=self.shift)
 
     def noise_slice(self, kind: str, rng: random.Random, start: int) -> list[float]:
         offset = rng.randrange(self.table_size)
@@ -510,20 +538,60 @@ class _Account:
 def _write_account(index: int, seed: int, ctx: _Context, sinks: dict[str, _Sink]) -> None:
     rng = random.Random(f"{seed}:{index}")  # noqa: S311 (demo data, not cryptography)
     account = _new_account(index, rng)
+    seen = _as_seen if ctx.shift else _as_drawn
     sinks["accounts"].add([_account_row(account)])
-    sinks["orders"].add(_orders(account, ctx))
-    sinks["invoices"].add(_invoices(account, ctx))
+    sinks["orders"].add(seen("orders", _orders(account, ctx), ctx.as_of))
+    sinks["invoices"].add(seen("invoices", _invoices(account, ctx), ctx.as_of))
+    # Usage and meetings draw from streams of their own: how many draws the invoices took depends on
+    # as_of, and a look back (see write_demo_snapshot) must see the same usage trends and meetings.
+    account.rng = random.Random(f"{seed}:{index}:usage")  # noqa: S311
     account.usage_trend = _usage_trend(account, ctx)
     text, rows = _usage_lines(account, ctx)
     sinks["usage"].add_text(text, rows)
     text, rows = _activity_lines(account, ctx)
     sinks["activity"].add_text(text, rows)
-    sinks["scanners"].add(_scanners(account, ctx))
-    sinks["schedules"].add(_schedules(account, ctx))
-    sinks["tickets"].add(_tickets(account, ctx))
+    sinks["scanners"].add(seen("scanners", _scanners(account, ctx), ctx.as_of))
+    sinks["schedules"].add(seen("schedules", _schedules(account, ctx), ctx.as_of))
+    sinks["tickets"].add(seen("tickets", _tickets(account, ctx), ctx.as_of))
+    account.rng = random.Random(f"{seed}:{index}:meetings")  # noqa: S311
     sinks["meetings"].add(_meetings(account, ctx))
-    sinks["nps"].add(_nps(account, ctx))
-    sinks["sentiment"].add(_sentiment(account, ctx))
+    sinks["nps"].add(seen("nps", _nps(account, ctx), ctx.as_of))
+    sinks["sentiment"].add(seen("sentiment", _sentiment(account, ctx), ctx.as_of))
+
+
+def _as_drawn(entity: str, rows: list[dict[str, Any]], day: dt.date) -> list[dict[str, Any]]:
+    return rows
+
+
+def _as_seen(entity: str, rows: list[dict[str, Any]], day: dt.date) -> list[dict[str, Any]]:
+    """`rows`, drawn as of the world's day, as they stood on the earlier `day`: what had not
+    happened yet is left out, and what changed since is as it was (unpaid, open, still running)."""
+    on = day.isoformat()
+    seen: list[dict[str, Any]] = []
+    for row in rows:
+        if entity == "orders":
+            if row["start_date"] > on and row["status"] != "pending":
+                continue  # signed since (a pending order was already known)
+            if row["status"] == "expired" and row["end_date"] >= on:
+                row["status"] = "active"
+        elif entity == "invoices":
+            if row["issued_on"] > on:
+                continue
+            if row["paid_on"] and row["paid_on"] > on:
+                row["status"], row["paid_on"] = "open", None
+        elif entity == "tickets":
+            if row["opened_at"][:10] > on:
+                continue
+            if row["closed_at"] and row["closed_at"][:10] > on:
+                row["closed_at"] = None
+        elif entity in ("scanners", "schedules"):
+            field = "last_seen_at" if entity == "scanners" else "last_run_at"
+            if row[field] and row[field][:10] > on:  # it was still reporting: seen that day
+                row[field] = on + row[field][10:]
+        elif row["responded_on" if entity == "nps" else "recorded_on"] > on:
+            continue  # nps and sentiment given since
+        seen.append(row)
+    return seen
 
 
 def _new_account(index: int, rng: random.Random) -> _Account:
@@ -603,7 +671,7 @@ def _order(
 
 def _orders(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
     """The main subscription, its previous term, add-ons, pending and cancelled orders."""
-    rng, as_of = a.rng, ctx.as_of
+    rng, as_of = a.rng, ctx.world_as_of
     rows: list[dict[str, Any]] = []
 
     def add(status: str, start: dt.date, end: dt.date, acv: float, items: list[dict[str, Any]]) -> None:
@@ -650,10 +718,10 @@ def _addon_term(a: _Account, ctx: _Context, acv: float) -> tuple[dt.date, dt.dat
     missing = [p for p in PRODUCTS if p not in a.contract]
     product = rng.choice(missing) if missing and rng.random() < 0.6 else rng.choice(list(a.contract))
     items = _capacities(a, [product], 1.0 if product in missing else 0.3)
-    start = max(a.main_start, ctx.as_of - _days(rng.randint(1, 300)))
+    start = max(a.main_start, ctx.world_as_of - _days(rng.randint(1, 300)))
     end = a.main_end if rng.random() < 0.7 else start + _days(364)  # co-termed with the main order, or not
     a.contract[product] = a.contract.get(product, 0) + items[0]["capacity"]
-    return start, max(end, ctx.as_of), acv, items
+    return start, max(end, ctx.world_as_of), acv, items
 
 
 # --- Invoices --------------------------------------------------------------------------------------
@@ -661,7 +729,7 @@ def _addon_term(a: _Account, ctx: _Context, acv: float) -> tuple[dt.date, dt.dat
 
 def _invoices(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
     """Monthly or quarterly invoices over the last year; paid, recently open, or overdue by profile."""
-    rng, as_of = a.rng, ctx.as_of
+    rng, as_of = a.rng, ctx.world_as_of
     months = _pick(rng, BILLING_MONTHS_WEIGHTS[a.tier])
     amount = round(a.acv * months / 12, 2)
     overdue_reach = 0  # past-due invoices up to this many days overdue are still open
@@ -715,25 +783,25 @@ def _invoices(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
 
 
 def _usage_trend(a: _Account, ctx: _Context) -> list[float]:
-    """The account's multiplier per window day (1.0 at as_of for healthy and at-risk accounts)."""
-    rng, n = a.rng, ctx.days
+    """The account's multiplier per window day (1.0 at the world's as_of for healthy and at-risk accounts)."""
+    rng, n, shift = a.rng, ctx.days, ctx.shift
     span = max(1, n - 1)
     if a.profile == "healthy":
         growth = _between(rng, GROWTH_RANGE)
-        return [1.0 - growth * (n - 1 - d) / span for d in range(n)]
+        return [max(0.2, 1.0 - growth * (n - 1 - d + shift) / span) for d in range(n)]
     if a.profile == "at_risk":
         decline = _between(rng, DECLINE_RANGE)
-        return [1.0 + decline * (n - 1 - d) / span for d in range(n)]
-    return _decline_curve(rng, n, _int_between(rng, CHURN_DECLINE_START_AGO), _between(rng, CHURN_FLOOR))
+        return [1.0 + decline * (n - 1 - d + shift) / span for d in range(n)]
+    return _decline_curve(rng, n, _int_between(rng, CHURN_DECLINE_START_AGO), _between(rng, CHURN_FLOOR), shift)
 
 
-def _decline_curve(rng: random.Random, n: int, start_ago: int, floor: float) -> list[float]:
-    """1.0 until `start_ago` days before as_of, then linearly down to `floor`, then flat."""
+def _decline_curve(rng: random.Random, n: int, start_ago: int, floor: float, shift: int) -> list[float]:
+    """1.0 until `start_ago` days before the world's as_of, then linearly down to `floor`, then flat."""
     end_ago = min(start_ago - 1, _int_between(rng, CHURN_DECLINE_END_AGO))
     width = start_ago - end_ago
     curve = []
     for d in range(n):
-        ago = n - 1 - d
+        ago = n - 1 - d + shift
         if ago >= start_ago:
             curve.append(1.0)
         elif ago <= end_ago:
@@ -808,12 +876,15 @@ def _login_trend(a: _Account, ctx: _Context) -> tuple[list[float], int | None]:
     if a.profile == "churning":
         last_login_ago = _int_between(rng, CHURN_LAST_LOGIN_AGO)
         start_ago = last_login_ago + _int_between(rng, (5, 30))
-        trend = _decline_curve(rng, n, start_ago, 0.15)
+        trend = _decline_curve(rng, n, start_ago, 0.15, ctx.shift)
     elif a.profile == "at_risk" and rng.random() < AT_RISK_LOGIN_GAP_ODDS:
         last_login_ago = _int_between(rng, AT_RISK_LAST_LOGIN_AGO)
         trend = [0.6] * n
     else:
         return a.usage_trend, None
+    last_login_ago -= ctx.shift  # the logins had not stopped yet this far back
+    if last_login_ago < 0:
+        return trend, None
     last = n - 1 - last_login_ago
     return [t if d <= last else 0.0 for d, t in enumerate(trend)], last
 
@@ -844,7 +915,7 @@ def _activity_lines(a: _Account, ctx: _Context) -> tuple[str, int]:
 
 
 def _scanners(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
-    rng, as_of = a.rng, ctx.as_of
+    rng, as_of = a.rng, ctx.world_as_of
     count = _int_between(rng, SCANNERS_PER_TIER[a.tier])
     inactive = 0
     if rng.random() < INACTIVE_SCANNER_ODDS[a.profile]:
@@ -868,7 +939,7 @@ def _scanners(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
 
 
 def _schedules(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
-    rng, as_of = a.rng, ctx.as_of
+    rng, as_of = a.rng, ctx.world_as_of
     rows: list[dict[str, Any]] = []
     for product in (p for p in PRODUCTS if p in a.contract):
         for _ in range(2 if a.tier in ("T1", "T2") and rng.random() < 0.4 else 1):
@@ -896,7 +967,7 @@ def _schedules(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
 
 
 def _tickets(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
-    rng, as_of = a.rng, ctx.as_of
+    rng, as_of = a.rng, ctx.world_as_of
     opened_ago = sorted((rng.randrange(365) for _ in range(_int_between(rng, TICKETS_PER_YEAR[a.tier]))),
                         reverse=True)  # fmt: skip
     specs = [(ago, _pick(rng, PRIORITY_WEIGHTS)) for ago in opened_ago]
@@ -946,7 +1017,9 @@ def _meetings(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
     rows = []
     for j, ago in enumerate(held_ago):
         kind = "QBR" if a.tier in ("T1", "T2") and (len(held_ago) - j) % 3 == 0 else "1:1"
-        rows.append(_meeting_row(a, j, as_of - _days(ago), kind, _outcome(a, ago)))
+        outcome = _outcome(a, ago)  # drawn for every meeting, so every look back draws alike
+        if ago >= ctx.shift:  # held by this snapshot's as_of
+            rows.append(_meeting_row(a, j, as_of - _days(ago - ctx.shift), kind, outcome))
     if rng.random() < FUTURE_MEETING_ODDS[a.profile]:
         held_on = as_of + _days(rng.randint(1, 28))  # scheduled, not held yet
         rows.append(_meeting_row(a, len(rows), held_on, rng.choice(("1:1", "QBR")), None))
@@ -972,7 +1045,7 @@ def _outcome(a: _Account, ago: int) -> str | None:
 
 
 def _nps(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
-    rng, as_of = a.rng, ctx.as_of
+    rng, as_of = a.rng, ctx.world_as_of
     count = _int_between(rng, NPS_RESPONSES_PER_TIER[a.tier])
     rows = []
     for ago in sorted((rng.randrange(NPS_HISTORY_DAYS) for _ in range(count)), reverse=True):
@@ -987,7 +1060,7 @@ def _nps(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
 
 
 def _sentiment(a: _Account, ctx: _Context) -> list[dict[str, Any]]:
-    rng, as_of = a.rng, ctx.as_of
+    rng, as_of = a.rng, ctx.world_as_of
     if rng.random() < NO_SENTIMENT_ODDS:
         return []
     count = max(1, _int_between(rng, SENTIMENT_ENTRIES))

@@ -30,6 +30,7 @@ from server.db.models import Run
 from server.db.session import create_engine, session_factory, session_scope
 from server.errors import AppError, Conflict
 from server.services.audit import CLI, record_as
+from server.services.demo_history import run_demo_history, snapshot_folder
 from server.services.dry_run import dry_run_folder
 from server.services.exports import export_health, export_tasks
 from server.services.runs import RunRefused, RunRequest, enqueue_run, run_in_process
@@ -415,22 +416,48 @@ async def _demo_users(settings: Settings, snapshot: Path) -> list[tuple[str, str
 
 @main.command("demo")
 @click.option("--accounts", default=600, show_default=True, help="Number of demo customers.")
+@click.option("--weeks", default=8, show_default=True, help="Weeks of history before today (one run each).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 @click.option("--no-serve", is_flag=True, help="Prepare everything but do not start the server.")
-def demo_command(accounts: int, host: str, port: int, no_serve: bool) -> None:
-    """Set up a demo on this machine (SQLite, no Redis): data, a run, users; then serve the portal."""
+def demo_command(accounts: int, weeks: int, host: str, port: int, no_serve: bool) -> None:
+    """Set up a demo on this machine (SQLite, no Redis) and serve the portal.
+
+    Demo customers are scored once a week for `--weeks` weeks up to today, the demo CSMs work on
+    their tasks in between (so the dashboard has a history), and the demo users are created.
+    """
     settings = _settings()
     today = dt.datetime.now(settings.timezone).date()
-    snapshot = Path("var/snapshots") / f"demo-{today.isoformat()}"
-    if not (snapshot / "manifest.json").is_file():
-        stats = write_demo_snapshot(snapshot, accounts=accounts, seed=1, as_of=today)
-        out.print(f"demo snapshot: {stats.total_rows:,} rows for {accounts} customers in {snapshot}")
-    request = RunRequest(folder=snapshot, policy_dir=settings.policy_dir, trigger="cli", chunk_size=settings.chunk_size)
-    run, _ = asyncio.run(_run(request, settings, err.is_terminal))
-    credentials = asyncio.run(_demo_users(settings, snapshot))
-    scored, opened = run.counts.get("customers", 0), run.counts.get("opened", 0)
-    out.print(f"run {run.id}: {scored:,} customers scored, {opened:,} tasks opened")
+    root = Path("var/snapshots")
+
+    async def prepare() -> Run:
+        await upgrade(settings.database_url)
+        engine = create_engine(settings.database_url)
+        try:
+            with err.status(f"scoring {accounts} demo customers over {weeks + 1} weekly runs"):
+                return await run_demo_history(
+                    session_factory(engine),
+                    root,
+                    accounts=accounts,
+                    as_of=today,
+                    weeks=weeks,
+                    policy_dir=settings.policy_dir,
+                    chunk_size=settings.chunk_size,
+                    work=True,
+                )
+        finally:
+            await engine.dispose()
+
+    run = asyncio.run(prepare())
+    latest = snapshot_folder(root, accounts, today)
+    # The console's snapshot folder (CSM_SNAPSHOT_DIR, default var/snapshots/latest) is today's demo snapshot.
+    link = root / "latest"
+    if link.is_symlink() or not link.exists():
+        link.unlink(missing_ok=True)
+        link.symlink_to(latest.name)
+    credentials = asyncio.run(_demo_users(settings, latest))
+    scored, open_tasks = run.counts.get("customers", 0), run.counts.get("opened", 0)
+    out.print(f"run {run.id}: {scored:,} customers scored; {open_tasks:,} tasks opened by today's run")
     table = Table(title=f"Sign in at http://{host}:{port} with password {DEMO_PASSWORD!r}")
     table.add_column("email")
     table.add_column("role")

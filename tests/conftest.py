@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,24 @@ from engine.compiler import CompiledPolicies
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY_DIR = ROOT / "policies"
+# The product spec's example snapshot is read where the spec lives (it is not ours to copy): beside
+# the checkout, or the workspace's copy when the checkout was cloned elsewhere (as CI does).
+SPEC_DIRS = [Path(os.environ["CSM_SPEC_DIR"])] if "CSM_SPEC_DIR" in os.environ else []
+SPEC_DIRS += [ROOT.parent / "shared" / "spec", Path("/work/shared/spec")]
 
 
 @pytest.fixture(scope="session")
 def default_policies() -> CompiledPolicies:
     return load_policies(POLICY_DIR)
+
+
+@pytest.fixture(scope="session")
+def example_snapshot() -> Path:
+    """The spec's example snapshot folder (DATA.md's worked example)."""
+    for spec in SPEC_DIRS:
+        if (spec / "example-snapshot" / "manifest.json").is_file():
+            return spec / "example-snapshot"
+    pytest.skip(f"the spec's example snapshot is not in {', '.join(map(str, SPEC_DIRS))} (set CSM_SPEC_DIR)")
 
 
 # ── databases ───────────────────────────────────────────────────────────────────────────

@@ -21,7 +21,6 @@ from schemas import SCHEMA_DIR, load_schema
 
 AS_OF = dt.date(2026, 12, 4)
 SEED = 42
-EXAMPLE = pathlib.Path("/work/shared/spec/example-snapshot")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ID_ENTITIES = ("accounts", "orders", "invoices", "scanners", "schedules", "tickets", "meetings")
 
@@ -177,8 +176,8 @@ def test_every_demo_row_validates(snapshot: tuple) -> None:
     assert not errors, errors[:10]
 
 
-def test_example_snapshot_validates() -> None:
-    manifest, rows = load(EXAMPLE)
+def test_example_snapshot_validates(example_snapshot: pathlib.Path) -> None:
+    manifest, rows = load(example_snapshot)
     errors = schema_errors(manifest, rows)
     assert not errors, errors[:10]
 
@@ -269,6 +268,75 @@ def test_bad_arguments_are_refused(tmp_path: pathlib.Path) -> None:
         write_demo_snapshot(tmp_path, accounts=-1, seed=1, as_of=AS_OF)
     with pytest.raises(ValueError, match="days"):
         write_demo_snapshot(tmp_path, accounts=1, seed=1, as_of=AS_OF, days=0)
+
+
+# --- Looking back at the same world -------------------------------------------------------------
+
+LOOK_BACK_DAYS = 28
+
+
+def test_a_look_back_from_the_same_day_is_the_plain_snapshot(tmp_path: pathlib.Path) -> None:
+    write_demo_snapshot(tmp_path / "plain", accounts=40, seed=SEED, as_of=AS_OF)
+    write_demo_snapshot(tmp_path / "seen", accounts=40, seed=SEED, as_of=AS_OF, world_as_of=AS_OF)
+    assert file_bytes(tmp_path / "plain") == file_bytes(tmp_path / "seen")
+    with pytest.raises(ValueError, match="world_as_of"):
+        write_demo_snapshot(tmp_path, accounts=1, seed=SEED, as_of=AS_OF, world_as_of=AS_OF - dt.timedelta(days=1))
+
+
+def test_a_look_back_shows_the_same_customers_before_they_changed(tmp_path: pathlib.Path, snapshot: tuple) -> None:
+    """Four weeks earlier: same accounts, only the meetings held by then, churners still active."""
+    _, _, _, world = snapshot
+    earlier_day = AS_OF - dt.timedelta(days=LOOK_BACK_DAYS)
+    write_demo_snapshot(tmp_path, accounts=200, seed=SEED, as_of=earlier_day, world_as_of=AS_OF)
+    manifest, earlier = load(tmp_path)
+    assert manifest["as_of"] == earlier_day.isoformat()
+    assert not validity_problems(manifest, earlier)
+    assert not schema_errors(manifest, earlier)
+    assert [a["id"] for a in earlier["accounts"]] == [a["id"] for a in world["accounts"]]
+
+    def held(rows: Rows, until: dt.date) -> set[tuple[str, str]]:
+        return {(m["account_id"], m["held_on"]) for m in rows["meetings"] if day(m["held_on"]) <= until}
+
+    # A meeting held by then is one the world remembers, on the same day; later ones had not happened.
+    assert held(earlier, earlier_day) == held(world, earlier_day)
+    assert held(world, AS_OF) - held(world, earlier_day), "some meetings were held in the last four weeks"
+
+    # Contracts and invoices are the same world's: renewals fall on the same days, nothing issued
+    # since is there, and an invoice paid in the last four weeks (or not yet) was still unpaid.
+    def by_id(rows: Rows, entity: str) -> dict[str, dict[str, Any]]:
+        return {r["id"]: r for r in rows[entity]}
+
+    orders_now, orders_then = by_id(world, "orders"), by_id(earlier, "orders")
+    assert set(orders_then) <= set(orders_now)
+    assert all(orders_then[i]["end_date"] == orders_now[i]["end_date"] for i in orders_then)
+    invoices_now, invoices_then = by_id(world, "invoices"), by_id(earlier, "invoices")
+    assert set(invoices_then) == {i for i, r in invoices_now.items() if day(r["issued_on"]) <= earlier_day}
+    unpaid_then = [i for i in invoices_then if (invoices_now[i]["paid_on"] or "9999") > earlier_day.isoformat()]
+    assert len(unpaid_then) >= 20
+    assert all(invoices_then[i]["status"] in ("open", "void") for i in unpaid_then)
+    assert all(invoices_then[i]["paid_on"] is None for i in unpaid_then)
+
+    def last_login(rows: Rows) -> dict[str, dt.date]:
+        latest: dict[str, dt.date] = {}
+        for r in rows["activity"]:
+            if r["logins"] > 0:
+                latest[r["account_id"]] = max(latest.get(r["account_id"], dt.date.min), day(r["date"]))
+        return latest
+
+    # The accounts fading out now were still using the product four weeks ago.
+    fading = fading_accounts(world, AS_OF)
+    assert len(fading) >= 8
+    last_week_now = daily_usage(world, AS_OF - dt.timedelta(days=6), AS_OF)
+    last_week_then = daily_usage(earlier, earlier_day - dt.timedelta(days=6), earlier_day)
+    assert sum(last_week_then[a] > 3 * last_week_now.get(a, 0) for a in fading) >= 0.8 * len(fading)
+    # Logins that stopped in the last four weeks (no login for two weeks now) had not stopped yet.
+    world_logins, earlier_logins = last_login(world), last_login(earlier)
+    quiet_now = {a for a in world_logins if world_logins[a] < AS_OF - dt.timedelta(days=14)}
+    quiet_then = {a for a in earlier_logins if earlier_logins[a] < earlier_day - dt.timedelta(days=14)}
+    stopped_lately = [a for a in quiet_now if world_logins[a] > earlier_day]
+    assert len(stopped_lately) >= 3
+    assert sum(a not in quiet_then for a in stopped_lately) >= 0.8 * len(stopped_lately)
+    assert len(quiet_then) < len(quiet_now)
 
 
 # --- A realistic mix -----------------------------------------------------------------------------
@@ -388,19 +456,28 @@ def test_usage_and_activity_patterns(snapshot: tuple) -> None:
     assert sum(d is None or d >= 60 for d in days_since.values()) >= 3
 
 
-def test_declining_accounts_fade_out(snapshot: tuple) -> None:
-    """Churning accounts: usage in the last two weeks is a small fraction of the first two weeks'."""
-    _, _, _, rows = snapshot
-    first = AS_OF - dt.timedelta(days=90)
-    early: dict[str, int] = collections.Counter()
-    late: dict[str, int] = collections.Counter()
+def daily_usage(rows: Rows, first: dt.date, last: dt.date) -> dict[str, float]:
+    """Each account's mean daily `used` (all products) from `first` to `last`, both included."""
+    totals: dict[str, float] = collections.Counter()
     for r in rows["usage"]:
-        d = day(r["date"])
-        if d < first + dt.timedelta(days=14):
-            early[r["account_id"]] += r["used"]
-        elif d > AS_OF - dt.timedelta(days=14):
-            late[r["account_id"]] += r["used"]
-    fading = [a for a in early if early[a] > 0 and late[a] < 0.1 * early[a]]
+        if first <= day(r["date"]) <= last:
+            totals[r["account_id"]] += r["used"]
+    days = (last - first).days + 1
+    return {account: total / days for account, total in totals.items()}
+
+
+def fading_accounts(rows: Rows, as_of: dt.date) -> list[str]:
+    """Accounts whose usage in the last week is under a tenth of the window's first two weeks'."""
+    first = as_of - dt.timedelta(days=90)
+    early = daily_usage(rows, first, first + dt.timedelta(days=13))
+    late = daily_usage(rows, as_of - dt.timedelta(days=6), as_of)
+    return [a for a, used in early.items() if used > 0 and late.get(a, 0) < 0.1 * used]
+
+
+def test_declining_accounts_fade_out(snapshot: tuple) -> None:
+    """Churning accounts (about 9%): their decline reaches its floor 0-10 days before as_of."""
+    _, _, _, rows = snapshot
+    fading = fading_accounts(rows, AS_OF)
     assert 0.04 * len(rows["accounts"]) <= len(fading) <= 0.2 * len(rows["accounts"])
 
 

@@ -21,8 +21,6 @@ from engine.snapshot import snapshot_from_rows
 from tests.engine.reference import load_snapshot_folder, reference_evaluate
 from tests.engine.snapshot_factory import random_snapshot
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "spec" / "example-snapshot"
-
 
 def compare(policies: CompiledPolicies, rows: dict[str, list[dict]], as_of: dt.date) -> list[str]:
     snapshot, _bad = snapshot_from_rows(as_of, rows)
@@ -56,8 +54,8 @@ def test_generated_boundary_snapshots(default_policies: CompiledPolicies, seed: 
     assert compare(default_policies, rows, as_of) == []
 
 
-def test_example_snapshot(default_policies: CompiledPolicies) -> None:
-    rows, as_of = load_snapshot_folder(str(EXAMPLE))
+def test_example_snapshot(default_policies: CompiledPolicies, example_snapshot: Path) -> None:
+    rows, as_of = load_snapshot_folder(str(example_snapshot))
     assert compare(default_policies, rows, as_of) == []
-    manifest = json.loads((EXAMPLE / "manifest.json").read_text())
+    manifest = json.loads((example_snapshot / "manifest.json").read_text())
     assert as_of.isoformat() == manifest["as_of"]

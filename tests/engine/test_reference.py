@@ -14,7 +14,6 @@ from tests.engine.reference import load_snapshot_folder, reference_evaluate, utc
 from tests.engine.snapshot_factory import random_snapshot
 
 AS_OF = datetime.date(2026, 11, 27)
-EXAMPLE = Path("/work/shared/spec/example-snapshot")
 ACC = "acc-000001"
 
 
@@ -284,8 +283,8 @@ def test_overdue_invoices(ages: list[int], commercial: int, severity: str | None
     assert result["tasks"].get(("overdue-invoices", "")) == severity
 
 
-def test_example_snapshot() -> None:
-    snap, as_of = load_snapshot_folder(str(EXAMPLE))
+def test_example_snapshot(example_snapshot: Path) -> None:
+    snap, as_of = load_snapshot_folder(str(example_snapshot))
     results = reference_evaluate(snap, as_of)
     for account_id, result in results.items():
         sections = ", ".join(f"{name} {float(score):.3f}" for name, score in result["sections"].items())
