@@ -21,6 +21,7 @@ from server.db.jsonops import contains
 from server.db.models import Account, AccountTag, ChiPoint, Tag, Task, TaskState
 from server.errors import InvalidInput, NotFound
 from server.services.catalog import Catalog
+from server.services.paging import Paging
 from server.services.tags import TagRef, tag_ref
 from server.services.tasks import open_counts_by_account, open_task_sql
 from server.web.access import CurrentUser
@@ -438,23 +439,8 @@ class CustomerRow:
 
 
 @dataclass
-class CustomerPage:
+class CustomerPage(Paging):
     rows: list[CustomerRow]
-    total: int
-    page: int
-    per_page: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-    @property
-    def first(self) -> int:
-        return 0 if not self.total else (self.page - 1) * self.per_page + 1
-
-    @property
-    def last(self) -> int:
-        return min(self.total, self.page * self.per_page)
 
 
 def product_uses(facts: dict[str, Any], catalog: Catalog, contracted_only: bool = False) -> list[ProductUse]:

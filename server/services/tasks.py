@@ -30,6 +30,7 @@ from server.db.base import utcnow
 from server.db.models import Account, PolicyVersion, Task, TaskEvent, TaskState
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.services import audit
+from server.services.paging import Paging
 from server.web.access import Capability, CurrentUser
 
 SYSTEM = "system"
@@ -191,15 +192,8 @@ class TaskView:
 
 
 @dataclass
-class TaskPage:
+class TaskPage(Paging):
     items: list[TaskView]
-    total: int
-    page: int
-    per_page: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
 
 
 @dataclass

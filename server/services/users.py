@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.base import utcnow
-from server.db.models import RecoveryCode, User
+from server.db.models import User
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.services import twofactor
 from server.services.audit import Who, record_as
 from server.web.access import Role
 from server.web.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, verify_password
@@ -294,12 +295,7 @@ async def set_active(session: AsyncSession, user: User, active: bool, who: Who, 
 async def reset_two_factor(session: AsyncSession, user: User, who: Who) -> None:
     """Remove a user's two-factor set-up (a lost phone): they enrol again at next sign-in if required."""
     was = user.totp_enabled
-    user.totp_secret = None
-    user.totp_enabled = False
-    user.totp_last_step = None
-    user.updated_at = utcnow()
-    await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    await session.flush()
+    await twofactor.disable(session, user)
     await end_sessions(session, user)
     await record_as(
         session,

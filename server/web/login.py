@@ -186,6 +186,26 @@ def _restart() -> Redirect:
     return Redirect("/login?ok=expired", status_code=303)
 
 
+async def _second_factor_step(
+    request: Request[Any, Any, Any],
+    db_session: NamedDependency[AsyncSession],
+    limits: tuple[Limit, Limit],
+    template: str,
+) -> tuple[User, tuple[tuple[Limit, str], ...]] | Response[Any] | Template:
+    """The user waiting for their second factor and the (limit, subject) pairs that throttle their
+    attempts; or the answer when there is none (start again) or the attempts are past a limit."""
+    user = await _pending(request, db_session, PENDING_2FA)
+    if user is None:
+        return _restart()
+    account, address = limits
+    pairs = ((account, f"uid:{user.id}"), (address, client_address(request)))
+    wait, _limit = await throttle(request).retry_after(*pairs)
+    if wait:
+        await release(db_session)
+        return too_many(request, template, {}, wait)
+    return user, pairs
+
+
 # ── step 1: the password ────────────────────────────────────────────────────────────────
 
 
@@ -282,14 +302,10 @@ async def second_factor(
     db_session: NamedDependency[AsyncSession],
     data: URLEncodedBody[CodeForm],
 ) -> Response[Any]:
-    user = await _pending(request, db_session, PENDING_2FA)
-    if user is None:
-        return _restart()
-    pairs = ((CODE_ACCOUNT, f"uid:{user.id}"), (CODE_ADDRESS, client_address(request)))
-    wait, _limit = await throttle(request).retry_after(*pairs)
-    if wait:
-        await release(db_session)
-        return too_many(request, "security/login_2fa.html", {}, wait)
+    step = await _second_factor_step(request, db_session, (CODE_ACCOUNT, CODE_ADDRESS), "security/login_2fa.html")
+    if not isinstance(step, tuple):
+        return step
+    user, pairs = step
     result = await twofactor.check_code(db_session, user, data.code, clock.now())
     if result is not twofactor.CodeCheck.OK:
         await release(db_session)
@@ -324,14 +340,11 @@ async def recovery(
     db_session: NamedDependency[AsyncSession],
     data: URLEncodedBody[CodeForm],
 ) -> Response[Any]:
-    user = await _pending(request, db_session, PENDING_2FA)
-    if user is None:
-        return _restart()
-    pairs = ((RECOVERY_ACCOUNT, f"uid:{user.id}"), (RECOVERY_ADDRESS, client_address(request)))
-    wait, _limit = await throttle(request).retry_after(*pairs)
-    if wait:
-        await release(db_session)
-        return too_many(request, "security/login_recovery.html", {}, wait)
+    limits = (RECOVERY_ACCOUNT, RECOVERY_ADDRESS)
+    step = await _second_factor_step(request, db_session, limits, "security/login_recovery.html")
+    if not isinstance(step, tuple):
+        return step
+    user, pairs = step
     if not await twofactor.use_recovery_code(db_session, user, data.code):
         await release(db_session)
         await audit_now(
