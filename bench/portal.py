@@ -29,11 +29,12 @@ from pathlib import Path
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
-from bench.demo_db import PASSWORD, build
+from bench.demo_db import build
 from server.app import create_app
 from server.db.models import Account, ChiPoint, Task
 from server.db.session import create_engine, session_factory, session_scope
 from server.errors import Conflict
+from server.services.demo_history import DEMO_PASSWORD
 from server.services.users import create_user
 from server.settings import Settings
 
@@ -95,7 +96,7 @@ async def ensure_users(url: str, emails: set[str]) -> None:
         async with session_scope(session_factory(engine)) as session:
             for email in sorted(emails):
                 with contextlib.suppress(Conflict):
-                    await create_user(session, email, "csm", PASSWORD)
+                    await create_user(session, email, "csm", DEMO_PASSWORD)
     finally:
         await engine.dispose()
 
@@ -106,7 +107,7 @@ async def sign_in(client: AsyncTestClient, email: str) -> None:  # type: ignore[
     token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text)
     assert token, "sign-in form"
     response = await client.post(
-        "/login", data={"email": email, "password": PASSWORD, "_csrf_token": token[1]}, follow_redirects=False
+        "/login", data={"email": email, "password": DEMO_PASSWORD, "_csrf_token": token[1]}, follow_redirects=False
     )
     assert response.status_code == 303, f"sign-in as {email} failed: {response.status_code}"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import sys
@@ -28,9 +27,9 @@ from server.cli_users import register_user_commands
 from server.db.migrate import upgrade
 from server.db.models import Run
 from server.db.session import create_engine, session_factory, session_scope
-from server.errors import AppError, Conflict
+from server.errors import AppError
 from server.services.audit import CLI, record_as
-from server.services.demo_history import run_demo_history, snapshot_folder
+from server.services.demo_history import DEMO_PASSWORD, create_demo_users, run_demo_history, snapshot_folder
 from server.services.dry_run import dry_run_folder
 from server.services.exports import export_health, export_tasks
 from server.services.runs import RunRefused, RunRequest, enqueue_run, run_in_process
@@ -386,34 +385,6 @@ def serve_command(host: str, port: int) -> None:
     uvicorn.run("server.app:create_app", factory=True, host=host, port=port, log_level="info")
 
 
-DEMO_PASSWORD = "csm-demo-2026!"  # noqa: S105  (printed for the demo's users; a demo has no secrets)
-DEMO_STAFF = (
-    ("admin@demo.csm", "admin", "Ada Admin"),
-    ("ops@demo.csm", "ops", "Otto Ops"),
-    ("manager@demo.csm", "manager", "Mia Manager"),
-    ("viewer@demo.csm", "viewer", "Vic Viewer"),
-)
-
-
-async def _demo_users(settings: Settings, snapshot: Path) -> list[tuple[str, str]]:
-    csms: list[str] = []
-    with (snapshot / "accounts.jsonl").open("rb") as handle:
-        for line in handle:
-            email = msgspec.json.decode(line)["csm"]
-            if email not in csms:
-                csms.append(email)
-    wanted = [*((email, role, name) for email, role, name in DEMO_STAFF), *((email, "csm", "") for email in csms[:3])]
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_scope(session_factory(engine)) as session:
-            for email, role, name in wanted:
-                with contextlib.suppress(Conflict):  # created by an earlier `csm demo`
-                    await create_user(session, email, role, DEMO_PASSWORD, name, who=CLI)
-    finally:
-        await engine.dispose()
-    return [(email, role) for email, role, _ in wanted]
-
-
 @main.command("demo")
 @click.option("--accounts", default=600, show_default=True, help="Number of demo customers.")
 @click.option("--weeks", default=8, show_default=True, help="Weeks of history before today (one run each).")
@@ -430,13 +401,14 @@ def demo_command(accounts: int, weeks: int, host: str, port: int, no_serve: bool
     today = dt.datetime.now(settings.timezone).date()
     root = Path("var/snapshots")
 
-    async def prepare() -> Run:
+    async def prepare() -> tuple[Run, list[tuple[str, str]]]:
         await upgrade(settings.database_url)
         engine = create_engine(settings.database_url)
         try:
+            factory = session_factory(engine)
             with err.status(f"scoring {accounts} demo customers over {weeks + 1} weekly runs"):
-                return await run_demo_history(
-                    session_factory(engine),
+                run = await run_demo_history(
+                    factory,
                     root,
                     accounts=accounts,
                     as_of=today,
@@ -445,17 +417,17 @@ def demo_command(accounts: int, weeks: int, host: str, port: int, no_serve: bool
                     chunk_size=settings.chunk_size,
                     work=True,
                 )
+            async with session_scope(factory) as session:
+                return run, await create_demo_users(session, snapshot_folder(root, accounts, today))
         finally:
             await engine.dispose()
 
-    run = asyncio.run(prepare())
-    latest = snapshot_folder(root, accounts, today)
+    run, credentials = asyncio.run(prepare())
     # The console's snapshot folder (CSM_SNAPSHOT_DIR, default var/snapshots/latest) is today's demo snapshot.
     link = root / "latest"
     if link.is_symlink() or not link.exists():
         link.unlink(missing_ok=True)
-        link.symlink_to(latest.name)
-    credentials = asyncio.run(_demo_users(settings, latest))
+        link.symlink_to(snapshot_folder(root, accounts, today).name)
     scored, open_tasks = run.counts.get("customers", 0), run.counts.get("opened", 0)
     out.print(f"run {run.id}: {scored:,} customers scored; {open_tasks:,} tasks opened by today's run")
     table = Table(title=f"Sign in at http://{host}:{port} with password {DEMO_PASSWORD!r}")

@@ -8,19 +8,32 @@ each over a deterministic demo snapshot of the same customers seen that many wee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
 from pathlib import Path
 
+import msgspec
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connectors.demo import write_demo_snapshot
 from server.db.models import Account, Run, Task, TaskState
 from server.db.session import session_scope
+from server.errors import Conflict
+from server.services.audit import CLI
 from server.services.runs import RunRequest, run_in_process
 from server.services.tasks import TaskStatus, change_state, effective_status
+from server.services.users import create_user
 from server.web.access import CurrentUser, Role
+
+DEMO_PASSWORD = "csm-demo-2026!"  # noqa: S105  (printed for the demo's users; a demo has no secrets)
+DEMO_STAFF = (
+    ("admin@demo.csm", "admin", "Ada Admin"),
+    ("ops@demo.csm", "ops", "Otto Ops"),
+    ("manager@demo.csm", "manager", "Mia Manager"),
+    ("viewer@demo.csm", "viewer", "Vic Viewer"),
+)
 
 
 def snapshot_folder(root: Path, accounts: int, day: dt.date, world: dt.date | None = None) -> Path:
@@ -117,3 +130,19 @@ def _pick_work(rng: random.Random, choices: tuple[tuple[float, TaskStatus], ...]
             return target
         draw -= share
     return None
+
+
+async def create_demo_users(session: AsyncSession, snapshot: Path) -> list[tuple[str, str]]:
+    """The demo staff and the first three CSMs of `snapshot`'s customers, all with DEMO_PASSWORD;
+    returns (email, role) of each. A user made by an earlier demo is left as it is."""
+    csms: list[str] = []
+    with (snapshot / "accounts.jsonl").open("rb") as handle:
+        for line in handle:
+            email = msgspec.json.decode(line)["csm"]
+            if email not in csms:
+                csms.append(email)
+    wanted = [*DEMO_STAFF, *((email, "csm", "") for email in csms[:3])]
+    for email, role, name in wanted:
+        with contextlib.suppress(Conflict):  # checked before anything is written
+            await create_user(session, email, role, DEMO_PASSWORD, name, who=CLI)
+    return [(email, role) for email, role, _ in wanted]

@@ -25,7 +25,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
-from bench.demo_db import PASSWORD, build
+from bench.demo_db import build
+from server.services.demo_history import DEMO_PASSWORD
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-results" / "screenshots"
@@ -163,7 +164,7 @@ class Session:
 def sign_in(page: Page, server: DemoServer, email: str) -> None:
     page.goto(server.url + "/login")
     page.fill("#email", email)
-    page.fill("#password", PASSWORD)
+    page.fill("#password", DEMO_PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(server.url + "/")
 
