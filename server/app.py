@@ -40,6 +40,7 @@ from server.api import ROUTES as API_ROUTES
 from server.db.session import create_engine, session_factory
 from server.errors import AppError
 from server.portal import ROUTES as PORTAL_ROUTES
+from server.services.twofactor import SeedBox
 from server.settings import Settings
 from server.web.access import PUBLIC
 from server.web.auth import ABSOLUTE_TIMEOUT, SESSION_KEY, load_user
@@ -208,7 +209,7 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
             title="CSM Portal API", version="1", path="/api/schema", render_plugins=[JsonRenderPlugin()]
         ),
         exception_handlers={Exception: handle_error},
-        state=State({"session_factory": factory, "settings": settings}),
+        state=State({"session_factory": factory, "settings": settings, "seed_box": SeedBox(settings.secret())}),
         request_max_body_size=2 * 1024 * 1024,
         debug=False,
     )

@@ -8,6 +8,9 @@
   by matching the *normalised* code (full-width digits, spaces and dashes are folded first), so
   `１２３４５６` cannot replay `123456`.
 - Enrolment stores the step of the confirming code: it cannot be reused to sign in.
+- Seeds are sealed at rest (`SeedBox`): AES-256-GCM under a key derived with HKDF from the app's
+  secret key, with the user's id as associated data, so the database alone (a backup, a read-only
+  leak) yields no codes, and a sealed seed copied onto another user does not open.
 - Ten recovery codes of 50 random bits each, shown once, stored as Argon2id hashes, each
   usable once (again an atomic compare-and-set on `used_at`).
 """
@@ -15,6 +18,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import secrets
 import unicodedata
 from enum import Enum
@@ -23,6 +28,10 @@ import pyotp
 import segno
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +51,38 @@ class CodeCheck(Enum):
     OK = "ok"
     WRONG = "wrong"
     REPLAYED = "replayed"
+
+
+class SeedBox:
+    """Seals TOTP seeds for the database and opens them again (see the module's notes)."""
+
+    VERSION = "v1"
+
+    def __init__(self, app_secret: str) -> None:
+        key = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"csm-portal totp seed v1").derive(
+            app_secret.encode()
+        )
+        self._aead = AESGCM(key)
+
+    def seal(self, seed: str, user_id: int) -> str:
+        nonce = secrets.token_bytes(12)
+        sealed = self._aead.encrypt(nonce, seed.encode(), _bound_to(user_id))
+        return f"{self.VERSION}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def open(self, stored: str, user_id: int) -> str | None:
+        """The seed, or None when `stored` was not sealed for this user under this key."""
+        version, _, body = stored.partition(".")
+        if version != self.VERSION:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(body)
+            return self._aead.decrypt(raw[:12], raw[12:], _bound_to(user_id)).decode()
+        except (binascii.Error, ValueError, InvalidTag):
+            return None
+
+
+def _bound_to(user_id: int) -> bytes:
+    return f"app_user:{user_id}".encode()
 
 
 def new_secret() -> str:
@@ -90,11 +131,12 @@ async def claim_step(session: AsyncSession, user_id: int, step: int) -> bool:
     return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
 
-async def check_code(session: AsyncSession, user: User, code: str, now: float) -> CodeCheck:
+async def check_code(session: AsyncSession, box: SeedBox, user: User, code: str, now: float) -> CodeCheck:
     """Check a sign-in code of an enrolled user and use it up."""
-    if not user.totp_enabled or not user.totp_secret:
+    seed = box.open(user.totp_secret, user.id) if user.totp_enabled and user.totp_secret else None
+    if seed is None:  # not enrolled, or sealed under another secret key (an admin resets it)
         return CodeCheck.WRONG
-    step = matching_step(user.totp_secret, code, now)
+    step = matching_step(seed, code, now)
     if step is None:
         return CodeCheck.WRONG
     if not await claim_step(session, user.id, step):
@@ -102,9 +144,9 @@ async def check_code(session: AsyncSession, user: User, code: str, now: float) -
     return CodeCheck.OK
 
 
-async def enable(session: AsyncSession, user: User, secret: str, step: int) -> list[str]:
+async def enable(session: AsyncSession, box: SeedBox, user: User, secret: str, step: int) -> list[str]:
     """Turn two-factor on with a confirmed secret; the confirming step counts as used. Returns new recovery codes."""
-    user.totp_secret = secret
+    user.totp_secret = box.seal(secret, user.id)
     user.totp_enabled = True
     user.totp_last_step = step
     user.updated_at = utcnow()

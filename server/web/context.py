@@ -10,7 +10,9 @@ from litestar.connection import ASGIConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.session import session_scope
+from server.services import twofactor
 from server.services.audit import Who, record_as
+from server.services.twofactor import SeedBox
 from server.web.access import CurrentUser
 from server.web.limits import Throttle
 
@@ -45,6 +47,25 @@ def who(request: ASGIConnection[Any, Any, Any, Any], actor: str | None = None) -
 
 def factory_of(request: ASGIConnection[Any, Any, Any, Any]) -> async_sessionmaker[AsyncSession]:
     return request.app.state.session_factory  # type: ignore[no-any-return]
+
+
+def seed_box(request: ASGIConnection[Any, Any, Any, Any]) -> SeedBox:
+    return request.app.state.seed_box  # type: ignore[no-any-return]
+
+
+def pending_seed(request: Request[Any, Any, Any], user_id: int) -> str | None:
+    """The TOTP seed this session is enrolling (kept sealed in the session), if any."""
+    sealed = request.session.get("enrol_seed")
+    return seed_box(request).open(sealed, user_id) if isinstance(sealed, str) else None
+
+
+def enrolment_seed(request: Request[Any, Any, Any], user_id: int) -> str:
+    """The seed this session is enrolling, drawn the first time (the page can be reloaded)."""
+    seed = pending_seed(request, user_id)
+    if seed is None:
+        seed = twofactor.new_secret()
+        request.set_session({**request.session, "enrol_seed": seed_box(request).seal(seed, user_id)})
+    return seed
 
 
 async def audit_now(request: ASGIConnection[Any, Any, Any, Any], action: str, actor: str | None, **fields: Any) -> None:

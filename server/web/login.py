@@ -55,7 +55,17 @@ from server.web.auth import (
     session_is_fresh,
     verify_password,
 )
-from server.web.context import audit_now, client_address, release, throttle, wants_json, who
+from server.web.context import (
+    audit_now,
+    client_address,
+    enrolment_seed,
+    pending_seed,
+    release,
+    seed_box,
+    throttle,
+    wants_json,
+    who,
+)
 from server.web.limits import (
     CODE_ACCOUNT,
     CODE_ADDRESS,
@@ -306,7 +316,7 @@ async def second_factor(
     if not isinstance(step, tuple):
         return step
     user, pairs = step
-    result = await twofactor.check_code(db_session, user, data.code, clock.now())
+    result = await twofactor.check_code(db_session, seed_box(request), user, data.code, clock.now())
     if result is not twofactor.CodeCheck.OK:
         await release(db_session)
         replayed = result is twofactor.CodeCheck.REPLAYED
@@ -389,9 +399,7 @@ async def enrol_page(request: Request[Any, Any, Any], db_session: NamedDependenc
     user = await _pending(request, db_session, PENDING_ENROL)
     if user is None:
         return _restart()
-    secret = request.session.get("enrol_secret") or twofactor.new_secret()
-    if request.session.get("enrol_secret") != secret:
-        request.set_session({**request.session, "enrol_secret": secret})
+    secret = enrolment_seed(request, user.id)
     context = enrolment_context(secret, user.email, "/login/enrol")
     return Template("security/enrol.html", context={**context, "required": True})
 
@@ -403,8 +411,8 @@ async def enrol(
     data: URLEncodedBody[CodeForm],
 ) -> Response[Any]:
     user = await _pending(request, db_session, PENDING_ENROL)
-    secret = request.session.get("enrol_secret")
-    if user is None or not secret:
+    secret = pending_seed(request, user.id) if user else None
+    if user is None or secret is None:
         return _restart()
     pairs = ((CODE_ACCOUNT, f"uid:{user.id}"), (CODE_ADDRESS, client_address(request)))
     wait, _limit = await throttle(request).retry_after(*pairs)
@@ -426,7 +434,7 @@ async def enrol(
         )
         await count_failure(request, user.email, pairs, user.email)
         return Template("security/enrol.html", context={**context, "error": "That code is not right."}, status_code=401)
-    codes = await twofactor.enable(db_session, user, secret, step)
+    codes = await twofactor.enable(db_session, seed_box(request), user, secret, step)
     await record_as(
         db_session,
         who(request, user.email),

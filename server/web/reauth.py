@@ -34,7 +34,16 @@ from server.services import twofactor
 from server.web import clock
 from server.web.access import SIGNED_IN
 from server.web.auth import MAX_PASSWORD_LENGTH, SESSION_KEY, safe_next, verify_password
-from server.web.context import audit_now, client_address, is_htmx, release, signed_in_user, throttle, wants_json
+from server.web.context import (
+    audit_now,
+    client_address,
+    is_htmx,
+    release,
+    seed_box,
+    signed_in_user,
+    throttle,
+    wants_json,
+)
 from server.web.limits import CODE_ACCOUNT, CODE_ADDRESS, LOGIN_ACCOUNT, LOGIN_ADDRESS
 from server.web.sessions import SessionIndex, rotate_session, session_store
 
@@ -132,7 +141,7 @@ async def reauth(
         await release(db_session)
         return _too_many(request, context, wait)
     if user.totp_enabled:
-        result = await twofactor.check_code(db_session, user, data.code, clock.now())
+        result = await twofactor.check_code(db_session, seed_box(request), user, data.code, clock.now())
         ok = result is twofactor.CodeCheck.OK
         reason = result.value
     else:

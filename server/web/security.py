@@ -36,7 +36,17 @@ from server.web.auth import (
     session_is_fresh,
     verify_password,
 )
-from server.web.context import audit_now, client_address, release, signed_in_user, throttle, who
+from server.web.context import (
+    audit_now,
+    client_address,
+    enrolment_seed,
+    pending_seed,
+    release,
+    seed_box,
+    signed_in_user,
+    throttle,
+    who,
+)
 from server.web.limits import LOGIN_ACCOUNT, LOGIN_ADDRESS
 from server.web.login import count_failure, enrolment_context, session_index, too_many
 from server.web.reauth import require_recent_reauth
@@ -194,9 +204,7 @@ async def two_factor_page(request: Request[Any, Any, Any], db_session: NamedDepe
     user = await me(request, db_session)
     if user.totp_enabled:
         return Redirect(BASE, status_code=303)
-    secret = request.session.get("enrol_secret") or twofactor.new_secret()
-    if request.session.get("enrol_secret") != secret:
-        request.set_session({**request.session, "enrol_secret": secret})
+    secret = enrolment_seed(request, user.id)
     context = enrolment_context(secret, user.email, f"{BASE}/2fa")
     return Template("security/enrol.html", context={**context, "required": False})
 
@@ -209,14 +217,14 @@ async def enable_two_factor(
 ) -> Response[Any]:
     require_recent_reauth(request)
     user = await me(request, db_session)
-    secret = request.session.get("enrol_secret")
-    if user.totp_enabled or not secret:
+    secret = pending_seed(request, user.id)
+    if user.totp_enabled or secret is None:
         return Redirect(BASE, status_code=303)
     step = twofactor.matching_step(secret, data.code, clock.now())
     if step is None:
         context = enrolment_context(secret, user.email, f"{BASE}/2fa", "That code is not right.")
         return Template("security/enrol.html", context={**context, "required": False}, status_code=400)
-    codes = await twofactor.enable(db_session, user, secret, step)
+    codes = await twofactor.enable(db_session, seed_box(request), user, secret, step)
     await end_sessions(db_session, user)
     await record_as(
         db_session,

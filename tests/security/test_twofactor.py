@@ -18,6 +18,7 @@ from server.web import clock
 from server.web.limits import CODE_ACCOUNT, RECOVERY_ACCOUNT
 from tests.security.helpers import (
     PASSWORD,
+    SECRET_KEY,
     Browser,
     audit_events,
     database,
@@ -40,7 +41,10 @@ async def test_enrol_sign_in_and_turn_off(database_url: str) -> None:
         secret, codes, _step = await enable_totp(browser)
         assert len(set(codes)) == 10
         user = await user_row(database_url, "csm@example.com")
-        assert user.totp_enabled and user.totp_secret == secret and user.totp_last_step is not None
+        assert user.totp_enabled and user.totp_last_step is not None
+        # The seed is sealed at rest: the column holds neither it nor anything it can be read from.
+        assert user.totp_secret and secret not in user.totp_secret and user.totp_secret.startswith("v1.")
+        assert twofactor.SeedBox(SECRET_KEY).open(user.totp_secret, user.id) == secret
         async with database(database_url) as session:
             hashes = (
                 await session.scalars(select(RecoveryCode.code_hash).where(RecoveryCode.user_id == user.id))
@@ -205,11 +209,11 @@ async def test_a_code_accepted_once_even_when_two_requests_race(database_url: st
     engine = create_engine(database_url)
     try:
         factory = session_factory(engine)
-        secret = twofactor.new_secret()
+        secret, box = twofactor.new_secret(), twofactor.SeedBox(SECRET_KEY)
         async with session_scope(factory) as session:
             user = await session.scalar(select(User).where(User.email == "csm@example.com"))
             assert user is not None
-            user.totp_secret, user.totp_enabled, user_id = secret, True, user.id
+            user.totp_secret, user.totp_enabled, user_id = box.seal(secret, user.id), True, user.id
         now = time.time()
         code = pyotp.TOTP(secret).at(now)
 
@@ -217,7 +221,7 @@ async def test_a_code_accepted_once_even_when_two_requests_race(database_url: st
             async with session_scope(factory) as session:
                 user = await session.get(User, user_id)
                 assert user is not None
-                return await twofactor.check_code(session, user, code, now)
+                return await twofactor.check_code(session, box, user, code, now)
 
         if database_url.startswith("sqlite"):
             results = [await use(), await use()]  # SQLite has one writer: the two run one after the other
@@ -228,10 +232,22 @@ async def test_a_code_accepted_once_even_when_two_requests_race(database_url: st
             user = await session.get(User, user_id)
             assert user is not None
             older = pyotp.TOTP(secret).at(now - 30)
-            assert await twofactor.check_code(session, user, older, now) is twofactor.CodeCheck.REPLAYED
-            assert await twofactor.check_code(session, user, "１２３４５", now) is twofactor.CodeCheck.WRONG
+            assert await twofactor.check_code(session, box, user, older, now) is twofactor.CodeCheck.REPLAYED
+            assert await twofactor.check_code(session, box, user, "１２３４５", now) is twofactor.CodeCheck.WRONG
     finally:
         await engine.dispose()
+
+
+def test_a_sealed_seed_opens_only_for_its_user_under_its_key() -> None:
+    box, seed = twofactor.SeedBox(SECRET_KEY), twofactor.new_secret()
+    sealed = box.seal(seed, 7)
+    assert box.open(sealed, 7) == seed
+    assert sealed != box.seal(seed, 7)  # a fresh nonce every time
+    assert box.open(sealed, 8) is None  # copied onto another user
+    assert twofactor.SeedBox("another-secret-key-0123456789abcdef").open(sealed, 7) is None
+    tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
+    for stored in (tampered, seed, "v1.", "v1.!!!", "v2." + sealed[3:], ""):
+        assert box.open(stored, 7) is None, stored
 
 
 def test_code_normalisation() -> None:
