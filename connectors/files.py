@@ -12,9 +12,8 @@ engine's streaming evaluator needs (and what "ties: last in file order" refers t
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,15 +32,13 @@ class SnapshotFolderError(Exception):
 
 @dataclass
 class ReadReport:
-    """What reading a snapshot found: rows read and kept per file, and the bad rows."""
+    """What reading a snapshot found: rows kept per file, and the bad rows."""
 
-    rows_read: Counter[str] = field(default_factory=Counter)
     rows_kept: Counter[str] = field(default_factory=Counter)
     bad_rows: list[BadRow] = field(default_factory=list)
     bad_row_count: int = 0
     bad_by_reason: Counter[str] = field(default_factory=Counter)
     bytes_read: int = 0
-    seconds: float = 0.0
 
     def add_bad(self, bad: BadRow) -> None:
         self.bad_row_count += 1
@@ -69,14 +66,6 @@ def read_manifest(folder: Path) -> Manifest:
         return msgspec.json.decode(path.read_bytes(), type=Manifest)
     except msgspec.DecodeError as exc:
         raise SnapshotFolderError(f"{path}: {exc}") from None
-
-
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of a JSON Lines file, blank lines skipped."""
-    with path.open("rb", buffering=1 << 20) as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                yield number, line
 
 
 BLOCK_BYTES = 2 << 20  # lines are read, decoded and checked about this many bytes at a time
@@ -165,7 +154,6 @@ class SnapshotFolderReader:
         Lines are read a block at a time; only a block with a bad line is decoded a second time,
         line by line, to tell exactly which line and field is wrong.
         """
-        started = time.perf_counter()
         checker = RowChecker(self.as_of)
         for entity in FILE_ENTITIES:
             path = self.folder / f"{entity}.jsonl"
@@ -174,7 +162,6 @@ class SnapshotFolderReader:
             row_type = ROW_TYPES[entity]
             decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(row_type)
             for numbers, lines in _blocks(path):
-                report.rows_read[entity] += len(lines)
                 report.bytes_read += sum(map(len, lines))
                 rows, numbers, lines = _decode_block(decoder, path.name, numbers, lines, report)
                 bad = checker.check_batch(entity, rows)
@@ -193,20 +180,6 @@ class SnapshotFolderReader:
                 report.rows_kept[entity] += len(rows)
                 if rows:
                     yield entity, rows, lines
-        report.seconds = time.perf_counter() - started
-
-    def rows(self, report: ReadReport) -> Iterator[tuple[str, Any, bytes]]:
-        """(entity, row, line) for every good row (see `batches`)."""
-        for entity, rows, lines in self.batches(report):
-            for row, line in zip(rows, lines, strict=True):
-                yield entity, row, line
-
-    def read(self, sink: Callable[[str, Any], None]) -> ReadReport:
-        """Call `sink(entity, row)` for every good row; return what was read and refused."""
-        report = ReadReport()
-        for entity, row, _line in self.rows(report):
-            sink(entity, row)
-        return report
 
     def total_bytes(self) -> int:
         return sum(

@@ -16,10 +16,11 @@ from msgspec import Struct
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connectors.files import SnapshotFolderError
 from engine import Problem
 from engine.policytests import CaseOutcome
 from server.db.models import PolicyDraft, PolicyVersion
-from server.errors import NotFound
+from server.errors import InvalidInput, NotFound
 from server.services import policies as service
 from server.services.audit import record
 from server.services.dry_run import dry_run_status, latest_snapshot_folder, start_dry_run
@@ -250,7 +251,12 @@ async def dry_run_draft(
     settings = _settings(request)
     _, published = await service.current_policies(db_session, settings.policy_dir)
     folder = await latest_snapshot_folder(db_session, settings.snapshot_dir)
-    job_id = await start_dry_run(request.app.state.session_factory, published, compiled, folder, _user(request).email)
+    try:
+        job_id = await start_dry_run(
+            request.app.state.session_factory, published, compiled, folder, _user(request).email
+        )
+    except SnapshotFolderError as exc:
+        raise InvalidInput(f"cannot dry-run: no snapshot to read ({exc})") from None
     return Template(
         "console/partials/dry_run.html", context={"job": job_id, "status": {"state": "running", "bytes": 0, "total": 1}}
     )

@@ -11,17 +11,19 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 from msgspec import Struct
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.files import SnapshotFolderError, read_manifest
 from server.db.base import utcnow
-from server.db.models import Account, Run, RunChunk, Snapshot, Task
+from server.db.models import Account, Run, RunChunk, Snapshot, Task, TaskState
 from server.errors import InvalidInput, NotFound
 from server.services.audit import record
-from server.services.runs import RunRequest, enqueue_run, run_in_background
+from server.services.runs import RunRefused, RunRequest, enqueue_run, run_in_background, runnable_manifest
+from server.services.tasks import SEVERITY_ORDER, open_task_sql, severity_rank_sql
 from server.settings import Settings
 from server.web.access import Capability, CurrentUser, requires
+from server.web.portal_helpers import today
 
 GUARD = [requires(Capability.MANAGE_RUNS)]
 PAGE_SIZE = 50
@@ -143,8 +145,8 @@ async def start_run(
     settings: Settings = request.app.state.settings
     user: CurrentUser = request.user
     try:
-        read_manifest(settings.snapshot_dir)
-    except SnapshotFolderError as exc:
+        runnable_manifest(settings.snapshot_dir)
+    except RunRefused as exc:
         raise InvalidInput(f"cannot start a run: {exc}") from None
     run_request = RunRequest(
         folder=settings.snapshot_dir,
@@ -164,7 +166,10 @@ async def start_run(
         detail={"force": run_request.force, "mode": run_request.mode},
     )
     if settings.redis_url:
-        await enqueue_run(settings.redis_url, run_request)
+        try:
+            await enqueue_run(settings.redis_url, run_request)
+        except RunRefused as exc:
+            raise InvalidInput(f"cannot start a run: {exc}") from None
     else:
         run_in_background(request.app.state.session_factory, run_request)
     return Redirect("/console/runs?started=1", status_code=303)
@@ -220,6 +225,9 @@ class DigestLine(Struct):
     due_on: dt.date
 
 
+PREVIEW_LINES = 60
+
+
 @get("/console/connectors", guards=GUARD)
 async def connectors_page(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], csm: FromQuery[str] = ""
@@ -228,21 +236,24 @@ async def connectors_page(
     settings: Settings = request.app.state.settings
     csms = list(await db_session.scalars(select(Account.csm).distinct().order_by(Account.csm)))
     preview: list[DigestLine] = []
+    counts = dict.fromkeys(SEVERITY_ORDER, 0)
     chosen = csm if csm in csms else (csms[0] if csms else "")
     if chosen:
+        # The CSM's open tasks (not finished, not snoozed), as their dashboard lists them.
+        def theirs(*columns: Any) -> Select[Any]:
+            return (
+                select(*columns)
+                .join(Account, Account.id == Task.account_id)
+                .outerjoin(TaskState, TaskState.task_id == Task.id)
+                .where(open_task_sql(today(request)), Account.csm == chosen)
+            )
+
         rows = await db_session.execute(
-            select(Task, Account.name)
-            .join(Account, Account.id == Task.account_id)
-            .where(Task.active.is_(True), Account.csm == chosen)
-            .order_by(Task.severity, Task.due_on)
-            .limit(200)
+            theirs(Task, Account.name).order_by(severity_rank_sql(), Task.due_on, Task.id).limit(PREVIEW_LINES)
         )
-        order = {"High": 0, "Medium": 1, "Low": 2}
-        preview = sorted(
-            (DigestLine(t.severity, name, t.title, t.description, t.due_on) for t, name in rows),
-            key=lambda line: (order.get(line.severity, 3), line.due_on),
-        )
-    counts = {level: sum(1 for line in preview if line.severity == level) for level in ("High", "Medium", "Low")}
+        preview = [DigestLine(t.severity, name, t.title, t.description, t.due_on) for t, name in rows]
+        by_severity = await db_session.execute(theirs(Task.severity, func.count()).group_by(Task.severity))
+        counts.update({severity: count for severity, count in by_severity.all() if severity in counts})
     customers = await db_session.scalar(select(func.count()).select_from(Account))
     return Template(
         "console/connectors.html",

@@ -8,7 +8,7 @@ holds the aggregates the policies need, not the rows.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from engine.compiler import CompiledPolicies
@@ -38,6 +38,14 @@ class Evaluator:
         fold = self._folds.get(entity)
         if fold is not None:
             fold(self.states[row.account_id], row)
+
+    def add_rows(self, entity: str, rows: Iterable[Any]) -> None:
+        """Fold a block of rows of one entity (the customers must have been added)."""
+        fold = self._folds.get(entity)
+        if fold is not None:
+            states = self.states
+            for row in rows:
+                fold(states[row.account_id], row)
 
     def evaluate(self, account_id: str) -> tuple[dict[str, Any] | None, AccountResult]:
         """The customer's facts (None if they could not be derived) and its result."""

@@ -32,7 +32,7 @@ from server.services.audit import CLI, record_as
 from server.services.demo_history import DEMO_PASSWORD, create_demo_users, run_demo_history, snapshot_folder
 from server.services.dry_run import dry_run_folder
 from server.services.exports import export_health, export_tasks
-from server.services.runs import RunRefused, RunRequest, enqueue_run, run_in_process
+from server.services.runs import RunInProgress, RunRefused, RunRequest, enqueue_run, run_in_process
 from server.services.users import create_user
 from server.settings import Settings
 from server.web.access import Role
@@ -293,6 +293,9 @@ def run_command(snapshot_dir: Path | None, strict: bool, force: bool) -> None:
     except RunRefused as exc:
         err.print(f"[red]run refused:[/] {exc}")
         sys.exit(1)
+    except RunInProgress as exc:
+        err.print(f"[yellow]not started here:[/] {exc}")
+        sys.exit(1)
     except PolicyError as exc:
         _print_problems(exc)
         sys.exit(1)
@@ -319,7 +322,8 @@ def export_command(what: str, out_file: Path | None, include_inactive: bool) -> 
         engine = create_engine(settings.database_url)
         try:
             async with session_scope(session_factory(engine)) as session:
-                rows = export_health(session) if what == "health" else export_tasks(session, include_inactive)
+                today = dt.datetime.now(settings.timezone).date()
+                rows = export_health(session) if what == "health" else export_tasks(session, today, include_inactive)
                 count = 0
                 async for row in rows:
                     handle.write(msgspec.json.encode(row) + b"\n")
@@ -470,7 +474,11 @@ def enqueue_run_command(snapshot_dir: Path | None, force: bool) -> None:
     request = RunRequest(
         folder=snapshot_dir or settings.snapshot_dir, policy_dir=settings.policy_dir, trigger="cli", force=force
     )
-    job = asyncio.run(enqueue_run(redis_url, request))
+    try:
+        job = asyncio.run(enqueue_run(redis_url, request))
+    except RunRefused as exc:
+        err.print(f"[red]run refused:[/] {exc}")
+        sys.exit(1)
     out.print(f"queued job {job}")
 
 

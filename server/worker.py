@@ -29,6 +29,7 @@ from server.db.base import utcnow
 from server.db.models import Run, RunChunk
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.runs import (
+    RunInProgress,
     RunRefused,
     RunRequest,
     fail_run,
@@ -66,7 +67,11 @@ async def _enqueue_chunks(redis: ArqRedis, factory: Any, run_id: int) -> int:
 
 
 async def start_run(
-    ctx: dict[str, Any], trigger: str = "schedule", force: bool = False, folder: str | None = None
+    ctx: dict[str, Any],
+    trigger: str = "schedule",
+    force: bool = False,
+    folder: str | None = None,
+    actor: str | None = None,
 ) -> str:
     """Create (or resume) the run of the latest snapshot with the published policies; ingest it."""
     settings: Settings = ctx["settings"]
@@ -78,6 +83,7 @@ async def start_run(
         mode="workers",
         force=force,
         chunk_size=settings.chunk_size,
+        actor=actor,
     )
     try:
         async with session_scope(factory) as session:
@@ -98,7 +104,9 @@ async def ingest_run(ctx: dict[str, Any], run_id: int) -> str:
         state = run.state if run is not None else "missing"
     if state in ("pending", "ingesting", "failed"):
         try:
-            await ingest(factory, run_id)
+            await ingest(factory, run_id, stale_after=ctx["settings"].stale_after)
+        except RunInProgress as exc:
+            return str(exc)
         except Exception as exc:
             await fail_run(factory, run_id, f"{type(exc).__name__}: {exc}")
             raise
@@ -139,8 +147,10 @@ async def sweep_runs(ctx: dict[str, Any]) -> str:
         }
     for run in runs:
         if run.state in ("pending", "ingesting"):
-            if (run.heartbeat_at or run.created_at) < stale:
-                attempt = int(utcnow().timestamp())
+            last_sign_of_life = run.heartbeat_at or run.created_at
+            if last_sign_of_life < stale:
+                # One job per silence: later sweeps over the same heartbeat find it queued already.
+                attempt = int(last_sign_of_life.timestamp())
                 await redis.enqueue_job("ingest_run", run.id, _job_id=f"ingest:{run.id}:{attempt}")
                 actions.append(f"run {run.id}: ingestion resumed")
             continue

@@ -25,28 +25,37 @@ from server.db.base import utcnow
 from server.db.models import Setting, Snapshot
 from server.db.session import session_scope
 from server.db.upsert import upsert
+from server.services.ingest import PortalEntries, load_portal_entries
 
 JOB_PREFIX = "dry_run:"
 _RUNNING: set[asyncio.Task[None]] = set()  # keeps background tasks referenced until they finish
 
 
 def evaluate_folder(
-    policy_sets: Sequence[CompiledPolicies], folder: Path, progress: Callable[[int], None] | None = None
+    policy_sets: Sequence[CompiledPolicies],
+    folder: Path,
+    progress: Callable[[int], None] | None = None,
+    portal: PortalEntries | None = None,
 ) -> tuple[list[Evaluator], ReadReport]:
-    """Stream one snapshot folder into one evaluator per policy set (one pass over the files)."""
+    """Stream one snapshot folder into one evaluator per policy set (one pass over the files),
+    with the sentiment and meeting outcomes recorded in the `portal`, as a run reads them."""
     reader = SnapshotFolderReader(folder)
     evaluators = [Evaluator(policies, reader.as_of) for policies in policy_sets]
     report = ReadReport()
     for entity, rows, _lines in reader.batches(report):
+        if entity == "meetings" and portal is not None:
+            rows = portal.with_outcomes(rows, reader.as_of)
         for evaluator in evaluators:
             if entity == "accounts":
                 for row in rows:
                     evaluator.add_account(row)
             else:
-                for row in rows:
-                    evaluator.add_row(entity, row)
+                evaluator.add_rows(entity, rows)
         if progress is not None:
             progress(report.bytes_read)
+    if portal is not None:
+        for evaluator in evaluators:
+            portal.add_sentiment(evaluator)
     return evaluators, report
 
 
@@ -56,9 +65,11 @@ def dry_run_folder(
     folder: Path,
     examples: int = 5,
     progress: Callable[[int], None] | None = None,
+    portal: PortalEntries | None = None,
 ) -> tuple[DiffReport, ReadReport]:
-    """What publishing `draft` would change for every customer of the snapshot in `folder`."""
-    (before, after), report = evaluate_folder([published, draft], folder, progress)
+    """What publishing `draft` would change for every customer of the snapshot in `folder`
+    (with the portal's entries when given: the console passes them, `csm policy dry-run` reads files only)."""
+    (before, after), report = evaluate_folder([published, draft], folder, progress, portal)
     diff = PolicyDiff(examples=examples)
     for old, new in zip(before.results(), after.results(), strict=True):
         diff.add(old, new)
@@ -66,9 +77,11 @@ def dry_run_folder(
 
 
 async def latest_snapshot_folder(session: AsyncSession, default: Path) -> Path:
-    """The folder of the snapshot the latest run read, else the configured one."""
-    snapshot = await session.scalar(select(Snapshot).order_by(Snapshot.id.desc()).limit(1))
-    return Path(snapshot.folder) if snapshot is not None else default
+    """The folder of the latest snapshot a run read that is still there, else the configured one."""
+    for folder in await session.scalars(select(Snapshot.folder).order_by(Snapshot.id.desc()).limit(20)):
+        if (Path(folder) / "manifest.json").is_file():
+            return Path(folder)
+    return default
 
 
 async def _save(factory: async_sessionmaker[AsyncSession], job_id: str, value: dict[str, Any]) -> None:
@@ -116,7 +129,9 @@ async def _run(
     def note(done: int) -> None:
         progress["bytes"] = done
 
-    work = asyncio.ensure_future(asyncio.to_thread(dry_run_folder, published, draft, folder, 5, note))
+    async with session_scope(factory) as session:
+        portal = await load_portal_entries(session)
+    work = asyncio.ensure_future(asyncio.to_thread(dry_run_folder, published, draft, folder, 5, note, portal))
     while not work.done():
         await asyncio.wait({work}, timeout=1.0)
         await _save(factory, job_id, {**state, "bytes": progress["bytes"]})

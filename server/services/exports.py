@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import Account, Task, TaskState
+from server.services.tasks import effective_state_sql
 
 EXPORT_BATCH = 1000
 
@@ -28,10 +30,13 @@ async def export_health(session: AsyncSession) -> AsyncIterator[dict[str, Any]]:
         }
 
 
-async def export_tasks(session: AsyncSession, include_inactive: bool = False) -> AsyncIterator[dict[str, Any]]:
-    """`{"task_id", "rule", "account_id", "key", "category", "severity", "active", "state", "title"}` per task."""
+async def export_tasks(
+    session: AsyncSession, today: dt.date, include_inactive: bool = False
+) -> AsyncIterator[dict[str, Any]]:
+    """`{"task_id", "rule", "account_id", "key", "category", "severity", "active", "state", "title"}` per task;
+    the state as of `today` (a snooze whose date has come reads as the state it was snoozed from)."""
     statement = (
-        select(Task, TaskState.state)
+        select(Task, effective_state_sql(today))
         .outerjoin(TaskState, TaskState.task_id == Task.id)
         .order_by(Task.account_id, Task.rule, Task.key)
         .execution_options(yield_per=EXPORT_BATCH)
@@ -47,6 +52,6 @@ async def export_tasks(session: AsyncSession, include_inactive: bool = False) ->
             "category": task.category,
             "severity": task.severity,
             "active": task.active,
-            "state": state or "not_started",
+            "state": state,
             "title": task.title,
         }

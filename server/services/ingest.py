@@ -48,8 +48,29 @@ SERIES_PER_WRITE = 2_000
 
 @dataclass
 class PortalEntries:
+    """What CSMs recorded in the portal, which the engine reads beside the snapshot."""
+
     sentiment: dict[str, list[Sentiment]] = field(default_factory=dict)
     outcomes: dict[str, tuple[str, dt.datetime]] = field(default_factory=dict)
+
+    def with_outcomes(self, meetings: list[Meeting], as_of: dt.date) -> list[Meeting]:
+        """The meetings with the outcomes recorded in the portal, unless the snapshot's is newer."""
+        return [self._with_outcome(meeting, as_of) for meeting in meetings] if self.outcomes else meetings
+
+    def _with_outcome(self, row: Meeting, as_of: dt.date) -> Meeting:
+        entry = self.outcomes.get(row.id)
+        if entry is None:
+            return row
+        outcome, recorded_at = entry
+        if row.outcome and row.outcome.strip() and recorded_at.date() < as_of:
+            return row  # the snapshot's outcome is newer than the one recorded in the portal
+        return msgspec.structs.replace(row, outcome=outcome)
+
+    def add_sentiment(self, evaluator: Evaluator) -> None:
+        """Fold the recorded sentiment in after the snapshot's (the latest entry wins)."""
+        for account_id, rows in self.sentiment.items():
+            if evaluator.knows(account_id):
+                evaluator.add_rows("sentiment", rows)
 
 
 async def load_portal_entries(session: AsyncSession) -> PortalEntries:
@@ -79,9 +100,6 @@ class Series:
     name: str
     fields: tuple[str, ...]
     rows: list[Any] = field(default_factory=list)
-
-    def days(self) -> dict[dt.date, tuple[Any, ...]]:
-        return {row.date: tuple(getattr(row, name) for name in self.fields) for row in self.rows}
 
 
 class StagedAccount(msgspec.Struct, kw_only=True):
@@ -113,27 +131,14 @@ class Ingestion:
                 self.evaluator.add_account(row)
             return
         if entity == "meetings":
-            rows = [self._with_portal_outcome(row) for row in rows]
-        fold = self.evaluator.bound.folds.get(entity)
-        if fold is not None:
-            states = self.evaluator.states
-            for row in rows:
-                fold(states[row.account_id], row)
+            rows = self.portal.with_outcomes(rows, self.as_of)
+        self.evaluator.add_rows(entity, rows)
         if entity in SMALL_ENTITIES:
             records = self.records
             for row, line in zip(rows, lines, strict=True):
                 records[(row.account_id, entity)].append(line)
         else:
             self._add_to_series(entity, rows)
-
-    def _with_portal_outcome(self, row: Meeting) -> Meeting:
-        entry = self.portal.outcomes.get(row.id)
-        if entry is None:
-            return row
-        outcome, recorded_at = entry
-        if row.outcome and row.outcome.strip() and recorded_at.date() < self.as_of:
-            return row  # the snapshot's outcome is newer than the one recorded in the portal
-        return msgspec.structs.replace(row, outcome=outcome)
 
     def _add_to_series(self, entity: str, rows: list[Any]) -> None:
         fields = SERIES_FIELDS[entity]
@@ -151,10 +156,7 @@ class Ingestion:
         """The stream ended: flush open series and read the portal's sentiment after the snapshot's."""
         self.finished.extend(self.current.values())
         self.current.clear()
-        for account_id, rows in self.portal.sentiment.items():
-            if self.evaluator.knows(account_id):
-                for row in rows:
-                    self.evaluator.add_row("sentiment", row)
+        self.portal.add_sentiment(self.evaluator)
 
     def take_finished(self) -> list[Series]:
         finished, self.finished = self.finished, []

@@ -26,20 +26,21 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from arq import create_pool
 from arq.connections import RedisSettings
+from redis.exceptions import RedisError
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from connectors.files import SnapshotFolderReader, read_manifest
+from connectors.files import ReadReport, SnapshotFolderError, SnapshotFolderReader, read_manifest
 from engine import Evaluator
 from engine.reconcile import StoredTask, plan_reconciliation
-from engine.snapshot import FILE_ENTITIES
+from engine.snapshot import FILE_ENTITIES, Manifest
 from server.db.base import utcnow
 from server.db.models import Account, ChiPoint, PolicyVersion, Run, RunChunk, RunFact, Snapshot, Task, TaskEvent
 from server.db.session import session_scope
@@ -67,6 +68,10 @@ Factory = async_sessionmaker[AsyncSession]
 
 class RunRefused(Exception):
     """The run cannot start or go on (bad folder, bad rows under --strict...); nothing was written."""
+
+
+class RunInProgress(Exception):
+    """Another process is reading this run's snapshot; it carries the run on (nothing to do here)."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,7 @@ async def prepare_run(session: AsyncSession, request: RunRequest) -> tuple[Run, 
     Returns (run, finished): `finished` is True when an identical run already succeeded
     (and `force` was not given), in which case there is nothing to do.
     """
-    try:
-        manifest = read_manifest(request.folder)
-    except Exception as exc:
-        raise RunRefused(str(exc)) from None
+    manifest = runnable_manifest(request.folder)
     fingerprint = snapshot_fingerprint(request.folder)
     snapshot = await session.scalar(select(Snapshot).where(Snapshot.fingerprint == fingerprint))
     if snapshot is None:
@@ -157,22 +159,60 @@ async def _set_run(factory: Factory, run_id: int, **values: Any) -> None:
         await session.execute(update(Run).where(Run.id == run_id).values(**values))
 
 
+def runnable_manifest(folder: Path) -> Manifest:
+    """The snapshot folder's manifest, or RunRefused saying why the folder cannot be run."""
+    try:
+        return read_manifest(folder)
+    except (SnapshotFolderError, OSError) as exc:
+        raise RunRefused(str(exc)) from None
+
+
 def check_strictly(folder: Path) -> None:
     """--strict: read the whole snapshot first and refuse it if any row is bad (nothing written)."""
-    reader = SnapshotFolderReader(folder)
-    report = reader.read(lambda _entity, _row: None)
+    runnable_manifest(folder)
+    report = ReadReport()
+    for _batch in SnapshotFolderReader(folder).batches(report):
+        pass  # only the bad rows matter here
     if report.bad_row_count:
         first = "; ".join(str(bad) for bad in report.bad_rows[:5])
         raise RunRefused(f"{report.bad_row_count} bad rows (first: {first}); nothing was written (--strict)")
 
 
-async def ingest(factory: Factory, run_id: int, progress: Callable[[int], None] | None = None) -> None:
-    """Phase 1: read, evaluate and stage every customer; create the chunks."""
+async def claim_ingestion(factory: Factory, run_id: int, stale_after: dt.timedelta = STALE_CHUNK) -> bool:
+    """Take the run's ingestion unless another process holds it (a heartbeat older than `stale_after`
+    is presumed lost): of two processes starting the same run, one reads the snapshot."""
+    now = utcnow()
+    async with session_scope(factory) as session:
+        claimed = await session.execute(
+            update(Run)
+            .where(
+                Run.id == run_id,
+                or_(
+                    Run.state.in_(("pending", "failed")),
+                    and_(
+                        Run.state == "ingesting",
+                        or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < now - stale_after),
+                    ),
+                ),
+            )
+            .values(state="ingesting", started_at=func.coalesce(Run.started_at, now), heartbeat_at=now, error=None)
+        )
+        return bool(claimed.rowcount)  # type: ignore[attr-defined]
+
+
+async def ingest(
+    factory: Factory,
+    run_id: int,
+    progress: Callable[[int], None] | None = None,
+    stale_after: dt.timedelta = STALE_CHUNK,
+) -> None:
+    """Phase 1: read, evaluate and stage every customer; create the chunks.
+
+    Raises RunInProgress when another process is ingesting the run."""
+    if not await claim_ingestion(factory, run_id, stale_after):
+        raise RunInProgress(f"run {run_id} is being read by another process, which carries it on")
     run, snapshot, version = await _run_inputs(factory, run_id)
     started = time.perf_counter()
-    await _set_run(
-        factory, run_id, state="ingesting", started_at=run.started_at or utcnow(), heartbeat_at=utcnow(), error=None
-    )
     folder = Path(snapshot.folder)
     compiled = compile_files(version.files)
     async with session_scope(factory) as session:
@@ -515,6 +555,7 @@ async def finish_run(factory: Factory, run_id: int) -> Run:
         await session.execute(delete(RunFact).where(RunFact.run_id == run_id))
         run.counts = {**run.counts, **totals}
         run.errors = errors[:KEPT_ERRORS]
+        run.error = None  # an earlier attempt's failure, overcome
         run.timings = {**run.timings, "tasks_and_scores": round(chunk_seconds, 3)}
         run.state = "succeeded"
         run.finished_at = utcnow()
@@ -552,6 +593,8 @@ async def run_in_process(
             if progress is not None:
                 progress("tasks", index + 1, len(chunks))
         run = await finish_run(factory, run.id)
+    except RunInProgress:
+        raise
     except RunRefused as exc:
         await fail_run(factory, run.id, str(exc))
         raise
@@ -578,14 +621,20 @@ def run_in_background(factory: Factory, request: RunRequest) -> None:
     task.add_done_callback(_BACKGROUND.discard)
 
 
-async def enqueue_run(redis_url: str, request: RunRequest) -> str | None:
-    """Queue a run for the arq workers; returns the job id (None if an identical job is queued)."""
-    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+async def enqueue_run(redis_url: str, request: RunRequest) -> str:
+    """Queue a run for the arq workers; returns the job id. A folder that cannot be run, or Redis
+    out of reach, is refused here rather than in a worker's log."""
+    runnable_manifest(request.folder)
+    try:
+        # One quick retry: whoever starts a run is waiting for the answer.
+        redis = await create_pool(replace(RedisSettings.from_dsn(redis_url), conn_retries=1))
+    except (RedisError, OSError) as exc:
+        raise RunRefused(f"cannot reach Redis at {redis_url}: {exc}") from None
     try:
         folder = str(request.folder.resolve())
-        job = await redis.enqueue_job(
-            "start_run", request.trigger, request.force, folder, _job_id=f"start:{folder}:{time.time_ns()}"
-        )
-        return job.job_id if job else None
+        arguments = (request.trigger, request.force, folder, request.actor)
+        job = await redis.enqueue_job("start_run", *arguments, _job_id=f"start:{folder}:{time.time_ns()}")
+        assert job is not None  # the job id is new every time
+        return job.job_id
     finally:
         await redis.aclose()

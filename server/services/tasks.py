@@ -311,10 +311,13 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def severity_rank_sql() -> ColumnElement[int]:
+    """High first, then Medium, then Low (the names' alphabetical order is not theirs)."""
+    return case(*((Task.severity == name, rank) for name, rank in SEVERITY_ORDER.items()), else_=len(SEVERITY_ORDER))
+
+
 def _order(query: TaskQuery, today: dt.date) -> list[Any]:
-    severity = case(
-        *((Task.severity == name, rank) for name, rank in SEVERITY_ORDER.items()), else_=len(SEVERITY_ORDER)
-    )
+    severity = severity_rank_sql()
     keys: dict[str, Any] = {
         "severity": severity,
         "due": Task.due_on,
@@ -584,7 +587,7 @@ async def change_state(
         events.append(_event(task_id, SYSTEM, "wake", stored.value, current.value, now))
     allowed = allowed_transitions(current, before)
     if target not in allowed:
-        names = ", ".join(s.value for s in allowed)
+        names = ", ".join(s.label.lower() for s in allowed)
         raise Conflict(
             f"A task that is {current.label.lower()} cannot move to {target.label.lower()}; allowed: {names}.",
             field="to",

@@ -8,12 +8,14 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from connectors.demo import write_demo_snapshot
-from server.db.models import AuditEvent, PolicyPublication, Run
+from server.db.models import Account, AuditEvent, PolicyPublication, Run, Task
 from server.db.session import create_engine, session_factory
 from server.services.runs import RunRequest, run_in_process
+from server.services.tasks import TaskStatus, change_state
+from server.web.access import CurrentUser, Role
 from tests.conftest import POLICY_DIR
 from tests.security.helpers import Browser, database, running, seed_users
 
@@ -196,3 +198,43 @@ async def test_validate_api_reports_every_problem(prepared: tuple[str, Path]) ->
         assert response.status_code == 201 and body["valid"] is False
         assert len(body["problems"]) == mistakes > 1
         assert body["problems"][0]["message"] == "expected one of High, Medium, Low, got 'high'"
+
+
+async def test_the_morning_list_preview_shows_a_csms_open_tasks_most_severe_first(prepared: tuple[str, Path]) -> None:
+    url, folder = prepared
+
+    def shown(text: str) -> tuple[dict[str, int], list[str]]:
+        counts = dict(re.findall(r'severity-\w+">(High|Medium|Low)</span> (\d+)', text))
+        rows = re.findall(r'<tr><td><span class="severity severity-\w+">(High|Medium|Low)</span>', text)
+        return {level: int(n) for level, n in counts.items()}, rows
+
+    async with database(url) as session:
+        csm, task_id = (
+            await session.execute(
+                select(Account.csm, Task.id)
+                .join(Task, Task.account_id == Account.id)
+                .where(Task.active.is_(True), Task.severity == "High")
+                .order_by(Task.id)
+                .limit(1)
+            )
+        ).one()
+        open_high = await session.scalar(
+            select(func.count())
+            .select_from(Task)
+            .join(Account, Account.id == Task.account_id)
+            .where(Task.active.is_(True), Task.severity == "High", Account.csm == csm)
+        )
+    async with running(url, **env(folder)) as client:
+        ops = Browser(client)
+        await ops.login("ops@example.com")
+        counts, rows = shown((await ops.get(f"/console/connectors?csm={csm}")).text)
+        assert counts["High"] == open_high and sum(counts.values()) >= len(rows) > 0
+        rank = {"High": 0, "Medium": 1, "Low": 2}
+        assert [rank[level] for level in rows] == sorted(rank[level] for level in rows)
+        async with database(url) as session:
+            manager = CurrentUser(id=0, email="manager@example.com", name="", role=Role.MANAGER)
+            for step in (TaskStatus.STARTED, TaskStatus.IN_PROGRESS, TaskStatus.FINISHED):
+                await change_state(session, manager, task_id, step, today=dt.date.today())
+            await session.commit()
+        after, _ = shown((await ops.get(f"/console/connectors?csm={csm}")).text)
+        assert after["High"] == open_high - 1  # a finished task is not on anyone's morning list

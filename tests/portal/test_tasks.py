@@ -11,7 +11,7 @@ from sqlalchemy import select
 from server.db.models import AuditEvent, Task, TaskEvent, TaskState
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.runs import RunRequest, run_in_process
-from server.services.tasks import wake_snoozed_tasks
+from server.services.tasks import TaskStatus, wake_snoozed_tasks
 from tests.conftest import POLICY_DIR
 from tests.portal.conftest import AS_OF, Portal, User, db_rows, tasks_of
 
@@ -75,7 +75,7 @@ async def test_an_invalid_transition_is_409_naming_the_allowed_ones(
     body = response.json()
     assert body["allowed"] == allowed
     assert body["field"] == "to"
-    assert all(state in body["detail"] for state in allowed)
+    assert all(TaskStatus(state).label.lower() in body["detail"] for state in allowed)  # words, not codes
     # the page answers the same through htmx: a message for the flash area, status 409
     page = await csm.htmx("POST", f"/tasks/{task.id}/state", "task-" + task.id, data={"to": to})
     assert page.status_code == 409

@@ -12,18 +12,31 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connectors.demo import write_demo_snapshot
+from engine.compiler import CompiledPolicies
+from engine.snapshot import Sentiment
 from server.db.base import utcnow
 from server.db.models import Account, ChiPoint, DailySeries, Run, Task, TaskEvent, TaskState
 from server.db.session import create_engine, session_factory, session_scope
+from server.services.dry_run import evaluate_folder
+from server.services.exports import export_tasks
+from server.services.ingest import PortalEntries
 from server.services.runs import (
+    RunInProgress,
     RunRefused,
     RunRequest,
     apply_results,
+    claim_ingestion,
+    enqueue_run,
+    fail_run,
+    finish_run,
     ingest,
     pending_chunks,
     prepare_run,
+    process_chunk,
     run_in_process,
 )
+from server.services.tasks import TaskStatus, change_state
+from server.web.access import CurrentUser, Role
 from tests.conftest import POLICY_DIR
 from tests.snapshots import account, active_order, write_snapshot
 
@@ -286,6 +299,51 @@ async def test_strict_refuses_a_bad_snapshot_before_writing_anything(
 async def test_a_missing_folder_is_refused_clearly(factory: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
     with pytest.raises(RunRefused, match="not a folder"):
         await run_in_process(factory, request(tmp_path / "nowhere"))
+    with pytest.raises(RunRefused, match="not a folder"):
+        await run_in_process(factory, request(tmp_path / "nowhere", strict=True))
+    with pytest.raises(RunRefused, match="not a folder"):
+        await enqueue_run("redis://127.0.0.1:1/0", request(tmp_path / "nowhere"))
+
+
+async def test_queueing_a_run_without_redis_is_refused_clearly(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path / "s", AS_OF, {"accounts": [account("acc-1")]})
+    with pytest.raises(RunRefused, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"):
+        await enqueue_run("redis://127.0.0.1:1/0", request(folder))
+
+
+async def test_one_process_at_a_time_reads_a_run(factory: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
+    """Two processes starting the same run (a double click, the cron and the console): one reads the
+    snapshot, the other is told so and leaves the run alone; a silent claim is taken over."""
+    folder = write_snapshot(
+        tmp_path / "s", AS_OF, {"accounts": [account("acc-1")], "orders": [active_order("acc-1", AS_OF, 20)]}
+    )
+    async with session_scope(factory) as session:
+        run, _ = await prepare_run(session, request(folder))
+    assert await claim_ingestion(factory, run.id)  # the first process
+    assert not await claim_ingestion(factory, run.id)
+    with pytest.raises(RunInProgress, match=f"run {run.id} is being read by another process"):
+        await run_in_process(factory, request(folder))
+    async with session_scope(factory) as session:
+        waiting = await session.get(Run, run.id)
+        assert waiting is not None and waiting.state == "ingesting" and waiting.error is None
+        waiting.heartbeat_at = utcnow() - dt.timedelta(minutes=20)  # the first process died
+    finished, already = await run_in_process(factory, request(folder))
+    assert not already and finished.id == run.id and finished.state == "succeeded"
+
+
+async def test_a_run_that_succeeds_after_a_failure_carries_no_error(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """A process gave up on the run (and said why) while another carried it to the end."""
+    folder = write_snapshot(tmp_path / "s", AS_OF, {"accounts": [account("acc-1")]})
+    async with session_scope(factory) as session:
+        run, _ = await prepare_run(session, request(folder))
+    await ingest(factory, run.id)
+    await fail_run(factory, run.id, "RuntimeError: the worker's machine rebooted")
+    for chunk_no in await pending_chunks(factory, run.id):
+        assert await process_chunk(factory, run.id, chunk_no)
+    finished = await finish_run(factory, run.id)
+    assert finished.state == "succeeded" and finished.error is None
 
 
 async def test_portal_sentiment_and_outcomes_are_inputs_of_the_next_run(
@@ -351,3 +409,48 @@ async def test_apply_results_is_idempotent(factory: async_sessionmaker[AsyncSess
     assert first["opened"] > 0
     assert (second.get("opened", 0), second.get("updated", 0), second.get("resolved", 0)) == (0, 0, 0)
     assert await task_rows(factory) == before
+
+
+def test_a_dry_run_reads_what_csms_recorded_in_the_portal(default_policies: CompiledPolicies, tmp_path: Path) -> None:
+    """The console's dry-run scores customers as the next run will: with the portal's entries."""
+    held_on = (AS_OF - dt.timedelta(days=10)).isoformat()
+    rows = {
+        "accounts": [account("acc-1")],
+        "orders": [active_order("acc-1", AS_OF, 300)],
+        "meetings": [{"id": "m-1", "account_id": "acc-1", "held_on": held_on, "outcome": ""}],
+    }
+    folder = write_snapshot(tmp_path / "s", AS_OF, rows)
+    portal = PortalEntries(
+        sentiment={"acc-1": [Sentiment(account_id="acc-1", recorded_on=AS_OF, value="negative")]},
+        outcomes={"m-1": ("Agreed a plan", utcnow())},
+    )
+    (files_only,), _ = evaluate_folder([default_policies], folder)
+    (with_portal,), _ = evaluate_folder([default_policies], folder, portal=portal)
+    before, after = files_only.result("acc-1"), with_portal.result("acc-1")
+    assert "meeting-outcome-missing" in {task.rule for task in before.tasks}
+    assert "meeting-outcome-missing" not in {task.rule for task in after.tasks}
+    assert before.sections["sentiment"] != after.sections["sentiment"] == 20.0
+
+
+async def test_the_task_export_gives_each_state_as_of_the_day(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    folder = write_snapshot(
+        tmp_path / "s", AS_OF, {"accounts": [account("acc-1")], "orders": [active_order("acc-1", AS_OF, 20)]}
+    )
+    await run_in_process(factory, request(folder))
+    manager = CurrentUser(id=0, email="manager@example.com", name="", role=Role.MANAGER)
+    async with session_scope(factory) as session:
+        task_id = (await session.scalars(select(Task.id).where(Task.active.is_(True)))).first()
+        assert task_id is not None
+        await change_state(session, manager, task_id, TaskStatus.STARTED, today=AS_OF)
+        until = AS_OF + dt.timedelta(days=2)
+        await change_state(session, manager, task_id, TaskStatus.SNOOZED, today=AS_OF, snooze_until=until)
+
+    async def exported_state(day: dt.date) -> str:
+        async with session_scope(factory) as session:
+            states = {row["task_id"]: row["state"] async for row in export_tasks(session, day)}
+        return states[task_id]
+
+    assert await exported_state(AS_OF) == "snoozed"
+    assert await exported_state(AS_OF + dt.timedelta(days=2)) == "started"  # the snooze ran out
