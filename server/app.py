@@ -44,6 +44,7 @@ from server.services.twofactor import SeedBox
 from server.settings import Settings
 from server.web.access import PUBLIC
 from server.web.auth import ABSOLUTE_TIMEOUT, SESSION_KEY, load_user
+from server.web.context import is_htmx, wants_json
 from server.web.denials import audit_denial
 from server.web.headers import add_security_headers
 from server.web.login import ROUTES as LOGIN_ROUTES
@@ -83,14 +84,6 @@ async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"status": "ok"}
 
 
-def _wants_json(request: Request[Any, Any, Any]) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
-
-
-def _is_htmx(request: Request[Any, Any, Any]) -> bool:
-    return request.headers.get("hx-request") == "true"
-
-
 def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """One place turns every error into JSON (API), a fragment (htmx) or a page.
 
@@ -100,8 +93,6 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
         return reauth_response(request, exc)
     response = _error_response(request, exc)
     response.background = audit_denial(request, exc, response.status_code or 500)
-    if isinstance(exc, AppError) and exc.extra.get("retry_after"):
-        response.headers["Retry-After"] = str(exc.extra["retry_after"])
     return response
 
 
@@ -115,16 +106,16 @@ def _error_response(request: Request[Any, Any, Any], exc: Exception) -> Response
     else:
         request.logger.exception("unexpected error")
         status, message, extra = 500, "Something went wrong on our side; it has been logged.", {}
-    if status == 401 and not _wants_json(request):
+    if status == 401 and not wants_json(request):
         query = request.url.query
         target = f"/login?next={quote(request.url.path + (f'?{query}' if query else ''), safe='')}"
-        if _is_htmx(request):
+        if is_htmx(request):
             return Response(content="", status_code=401, headers={"HX-Redirect": target})
         return Redirect(target)
-    if _wants_json(request):
+    if wants_json(request):
         body = {"status": status, "detail": message, **{k: v for k, v in extra.items() if v is not None}}
         return Response(content=body, status_code=status)
-    if _is_htmx(request):
+    if is_htmx(request):
         return Template(
             "partials/flash.html",
             context={"level": "error", "message": message},

@@ -29,7 +29,3 @@ class Conflict(AppError):
 
 class InvalidInput(AppError):
     status_code = 400
-
-
-class TooManyAttempts(AppError):
-    status_code = 429

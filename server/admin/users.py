@@ -13,7 +13,7 @@ from msgspec import Struct
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import RecoveryCode, User
+from server.db.models import RecoveryCode
 from server.errors import Conflict
 from server.services.audit import record_as
 from server.services.security_settings import (
@@ -32,7 +32,7 @@ from server.services.users import (
 )
 from server.settings import Settings
 from server.web.access import Capability, Role, reject_protected_fields, requires
-from server.web.context import signed_in_user, who
+from server.web.context import signed_in_record, signed_in_user, who
 from server.web.login import set_password_link
 from server.web.reauth import require_recent_reauth
 
@@ -187,9 +187,8 @@ async def set_requirement(request: Request[Any, Any, Any], db_session: NamedDepe
     form = await request.form()
     roles = {Role(role) for role in form.getall("roles", []) if role in {r.value for r in Role}}
     requirement = TwoFactorRequirement(everyone=form.get("everyone") == "on", roles=frozenset(roles))
-    current = signed_in_user(request)
-    admin = await db_session.get(User, current.id) if current else None
-    if admin is not None and requirement.applies_to(admin.role) and not admin.totp_enabled:
+    admin = await signed_in_record(request, db_session)
+    if requirement.applies_to(admin.role) and not admin.totp_enabled:
         raise Conflict("Turn on two-factor sign-in for yourself first (Security settings), then require it.")
     await set_two_factor_requirement(db_session, requirement, who(request))
     await db_session.commit()

@@ -9,14 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.portal import ui
 from server.services.preferences import open_tabs
+from server.web.auth import safe_next
+from server.web.context import is_htmx
 from server.web.portal_helpers import (
     AnyRequest,
     catalog,
     current_user,
     htmx_target,
-    is_htmx,
     query_lists,
-    safe_next,
     settings_of,
     today,
 )

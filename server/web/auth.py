@@ -19,7 +19,6 @@ from urllib.parse import quote, unquote, urlsplit
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from litestar.connection import ASGIConnection
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.models import User
@@ -75,10 +74,6 @@ def pending_is_fresh(data: dict[str, Any], stage: str) -> bool:
         return data.get("stage") == stage and clock.now() - float(data["created"]) <= PENDING_TIMEOUT.total_seconds()
     except (KeyError, TypeError, ValueError):
         return False
-
-
-async def find_user(session: AsyncSession, email: str) -> User | None:
-    return await session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
 
 
 def current_user_of(user: User) -> CurrentUser:

@@ -9,7 +9,9 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.db.models import User
 from server.db.session import session_scope
+from server.errors import InvalidInput
 from server.services import twofactor
 from server.services.audit import Who, record_as
 from server.services.twofactor import SeedBox
@@ -24,7 +26,9 @@ def wants_json(request: ASGIConnection[Any, Any, Any, Any]) -> bool:
 
 
 def is_htmx(request: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    return request.headers.get("hx-request") == "true"
+    """An htmx request that wants a fragment (a history restore wants the whole page)."""
+    headers = request.headers
+    return headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
 
 
 def client_address(request: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -43,6 +47,15 @@ def who(request: ASGIConnection[Any, Any, Any, Any], actor: str | None = None) -
         user = signed_in_user(request)
         actor = user.email if user else None
     return Who(actor=actor, ip=client_address(request), user_agent=request.headers.get("user-agent", "")[:300] or None)
+
+
+async def signed_in_record(request: ASGIConnection[Any, Any, Any, Any], db_session: AsyncSession) -> User:
+    """The signed-in user's database row."""
+    current = signed_in_user(request)
+    user = await db_session.get(User, current.id) if current else None
+    if user is None:
+        raise InvalidInput("sign in first")
+    return user
 
 
 def factory_of(request: ASGIConnection[Any, Any, Any, Any]) -> async_sessionmaker[AsyncSession]:

@@ -29,9 +29,6 @@ class Limit:
     attempts: int
     window: int  # seconds
 
-    def describe(self) -> str:
-        return f"{self.attempts} failed attempts per {self.window // 60} min"
-
 
 LOGIN_ACCOUNT = Limit("login-account", 10, 15 * 60)
 LOGIN_ADDRESS = Limit("login-address", 50, 15 * 60)
@@ -39,7 +36,6 @@ CODE_ACCOUNT = Limit("code-account", 5, 5 * 60)
 CODE_ADDRESS = Limit("code-address", 20, 5 * 60)
 RECOVERY_ACCOUNT = Limit("recovery-account", 5, 15 * 60)
 RECOVERY_ADDRESS = Limit("recovery-address", 20, 15 * 60)
-ALL_LIMITS = (LOGIN_ACCOUNT, LOGIN_ADDRESS, CODE_ACCOUNT, CODE_ADDRESS, RECOVERY_ACCOUNT, RECOVERY_ADDRESS)
 
 _REDIS_HIT = """
 local n = redis.call('INCR', KEYS[1])
@@ -105,14 +101,14 @@ class Throttle:
 
     # ── what the sign-in code uses ──
 
-    async def retry_after(self, *pairs: tuple[Limit, str]) -> tuple[int, Limit | None]:
-        """Seconds to wait if any pair is at its limit (else 0), and the limit that holds."""
-        worst, holding = 0, None
+    async def retry_after(self, *pairs: tuple[Limit, str]) -> int:
+        """Seconds to wait if any pair is at its limit, else 0."""
+        worst = 0
         for limit, subject in pairs:
             count = await self._peek(limit, subject_key(limit, subject))
-            if count.failures >= limit.attempts and count.retry_after > worst:
-                worst, holding = count.retry_after, limit
-        return worst, holding
+            if count.failures >= limit.attempts:
+                worst = max(worst, count.retry_after)
+        return worst
 
     async def failed(self, *pairs: tuple[Limit, str]) -> list[tuple[Limit, int]]:
         """Count a failure for each pair; returns the limits this failure just reached."""

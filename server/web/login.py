@@ -35,7 +35,7 @@ from server.errors import InvalidInput
 from server.services import twofactor
 from server.services.audit import record_as
 from server.services.security_settings import two_factor_requirement
-from server.services.users import EMAIL, password_fingerprint, set_password
+from server.services.users import EMAIL, find_by_email, password_fingerprint, set_password
 from server.settings import Settings
 from server.web import clock
 from server.web.access import PUBLIC
@@ -46,7 +46,6 @@ from server.web.auth import (
     PENDING_2FA,
     PENDING_ENROL,
     SESSION_KEY,
-    find_user,
     hash_password,
     needs_rehash,
     new_session,
@@ -209,7 +208,7 @@ async def _second_factor_step(
         return _restart()
     account, address = limits
     pairs = ((account, f"uid:{user.id}"), (address, client_address(request)))
-    wait, _limit = await throttle(request).retry_after(*pairs)
+    wait = await throttle(request).retry_after(*pairs)
     if wait:
         await release(db_session)
         return too_many(request, template, {}, wait)
@@ -237,10 +236,10 @@ async def login(
     target = safe_next(data.next)
     context = {"next": safe_next(data.next, ""), "email": email}
     pairs = ((LOGIN_ACCOUNT, email.lower()), (LOGIN_ADDRESS, client_address(request)))
-    wait, _limit = await throttle(request).retry_after(*pairs)
+    wait = await throttle(request).retry_after(*pairs)
     if wait:
         return too_many(request, "login.html", context, wait)
-    user = await find_user(db_session, email) if email else None
+    user = await find_by_email(db_session, email) if email else None
     candidate = user if user is not None and user.active else None
     password = data.password if len(data.password) <= MAX_PASSWORD_LENGTH else ""
     ok = await verify_password(candidate.password_hash if candidate else None, password)
@@ -415,7 +414,7 @@ async def enrol(
     if user is None or secret is None:
         return _restart()
     pairs = ((CODE_ACCOUNT, f"uid:{user.id}"), (CODE_ADDRESS, client_address(request)))
-    wait, _limit = await throttle(request).retry_after(*pairs)
+    wait = await throttle(request).retry_after(*pairs)
     context = {**enrolment_context(secret, user.email, "/login/enrol"), "required": True}
     if wait:
         await release(db_session)

@@ -8,7 +8,6 @@ import datetime as dt
 import io
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Request
@@ -59,26 +58,8 @@ def query_lists(request: AnyRequest) -> dict[str, list[str]]:
     return params
 
 
-def is_htmx(request: AnyRequest) -> bool:
-    """An htmx request that wants a fragment (a history restore wants the whole page)."""
-    headers = request.headers
-    return headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
-
-
 def htmx_target(request: AnyRequest) -> str:
     return request.headers.get("hx-target") or ""
-
-
-def safe_next(target: str | None, default: str = "/") -> str:
-    """Only a local path may be where a form sends the browser back to."""
-    if not target:
-        return default
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return default
-    if any(ord(char) < 32 for char in target):
-        return default
-    return target
 
 
 # ── exports ─────────────────────────────────────────────────────────────────────────────

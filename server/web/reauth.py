@@ -28,7 +28,6 @@ from litestar.response import Redirect, Template
 from msgspec import Struct
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import User
 from server.errors import AppError
 from server.services import twofactor
 from server.web import clock
@@ -40,12 +39,13 @@ from server.web.context import (
     is_htmx,
     release,
     seed_box,
-    signed_in_user,
+    signed_in_record,
     throttle,
     wants_json,
 )
 from server.web.limits import CODE_ACCOUNT, CODE_ADDRESS, LOGIN_ACCOUNT, LOGIN_ADDRESS
-from server.web.sessions import SessionIndex, rotate_session, session_store
+from server.web.login import count_failure, session_index, too_many
+from server.web.sessions import rotate_session, session_store
 
 REAUTH_WINDOW = 5 * 60  # seconds
 
@@ -101,19 +101,11 @@ class ReauthForm(Struct):
     next: str = ""
 
 
-async def _user(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> User:
-    current = signed_in_user(request)
-    user = await db_session.get(User, current.id) if current else None
-    if user is None:
-        raise AppError("sign in first")
-    return user
-
-
 @get("/reauth", opt=SIGNED_IN, name="reauth")
 async def reauth_page(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], next: FromQuery[str] = "/"
 ) -> Template:
-    user = await _user(request, db_session)
+    user = await signed_in_record(request, db_session)
     return Template(
         "security/reauth.html",
         context={"next": safe_next(next), "uses_code": user.totp_enabled, "error": None},
@@ -126,7 +118,7 @@ async def reauth(
     db_session: NamedDependency[AsyncSession],
     data: URLEncodedBody[ReauthForm],
 ) -> Response[Any]:
-    user = await _user(request, db_session)
+    user = await signed_in_record(request, db_session)
     target = safe_next(data.next)
     address = client_address(request)
     pairs = (
@@ -136,10 +128,10 @@ async def reauth(
     )
     limiter = throttle(request)
     context = {"next": target, "uses_code": user.totp_enabled}
-    wait, _limit = await limiter.retry_after(*pairs)
+    wait = await limiter.retry_after(*pairs)
     if wait:
         await release(db_session)
-        return _too_many(request, context, wait)
+        return too_many(request, "security/reauth.html", context, wait)
     if user.totp_enabled:
         result = await twofactor.check_code(db_session, seed_box(request), user, data.code, clock.now())
         ok = result is twofactor.CodeCheck.OK
@@ -149,18 +141,8 @@ async def reauth(
         reason = "ok" if ok else "wrong"
     if not ok:
         await release(db_session)
-        reached = await limiter.failed(*pairs)
         await audit_now(request, "auth.reauth_failed", user.email, outcome="failed", detail={"reason": reason})
-        for limit, seconds in reached:
-            await audit_now(
-                request,
-                "auth.lockout",
-                user.email,
-                outcome="locked",
-                object_type="user",
-                object_id=user.email,
-                detail={"limit": limit.name, "retry_after": seconds},
-            )
+        await count_failure(request, user.email, pairs, user.email)
         message = (
             "That code was already used; wait for the next one."
             if reason == "replayed"
@@ -175,16 +157,8 @@ async def reauth(
     data_now["reauth"] = clock.now()
     request.set_session(data_now)
     if data_now.get("h"):
-        await SessionIndex(session_store(request), 12 * 3600).replace_id(user.id, str(data_now["h"]), new_id)
+        await session_index(request).replace_id(user.id, str(data_now["h"]), new_id)
     return Redirect(target, status_code=303)
-
-
-def _too_many(request: Request[Any, Any, Any], context: dict[str, Any], wait: int) -> Response[Any]:
-    message = f"Too many failed attempts. Try again in {wait} s."
-    headers = {"Retry-After": str(wait)}
-    if wants_json(request):
-        return Response({"status": 429, "detail": message, "retry_after": wait}, status_code=429, headers=headers)
-    return Template("security/reauth.html", context={**context, "error": message}, status_code=429, headers=headers)
 
 
 ROUTES = [reauth_page, reauth]

@@ -43,12 +43,12 @@ from server.web.context import (
     pending_seed,
     release,
     seed_box,
-    signed_in_user,
+    signed_in_record,
     throttle,
     who,
 )
 from server.web.limits import LOGIN_ACCOUNT, LOGIN_ADDRESS
-from server.web.login import count_failure, enrolment_context, session_index, too_many
+from server.web.login import CodeForm, count_failure, enrolment_context, session_index, too_many
 from server.web.reauth import require_recent_reauth
 from server.web.sessions import rotate_session, session_store
 
@@ -67,24 +67,14 @@ class ChangePasswordForm(Struct):
     confirm: str = ""
 
 
-class CodeForm(Struct):
-    code: str = ""
-
-
-async def me(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> User:
-    current = signed_in_user(request)
-    user = await db_session.get(User, current.id) if current else None
-    if user is None:
-        raise InvalidInput("sign in first")
-    return user
-
-
 async def reissue_session(request: Request[Any, Any, Any], user: User) -> None:
     """After the user's epoch moved on (other sessions ended): this session, with a new id and epoch."""
     old = dict(request.session)
     new_id = await rotate_session(request, session_store(request), SESSION_KEY)
     data = new_session(user, FULL)
     data["created"] = old.get("created", data["created"])
+    # A new id is not a new proof of identity: the window for sensitive actions stays where it was.
+    data["reauth"] = old.get("reauth")
     data["h"] = old.get("h") or secrets.token_hex(8)
     request.set_session(data)
     index = session_index(request)
@@ -123,7 +113,9 @@ async def live_sessions(request: Request[Any, Any, Any], user: User) -> list[dic
         )
     if dead:
         await index.remove(user.id, *dead)
-    return sorted(rows, key=lambda row: (not row["current"], row["created"]), reverse=False)
+    rows.sort(key=lambda row: row["created"], reverse=True)  # newest first ("YYYY-MM-DD HH:MM" sorts)
+    rows.sort(key=lambda row: not row["current"])  # this one on top (the sort is stable)
+    return rows
 
 
 def _when(value: Any) -> str:
@@ -137,7 +129,7 @@ def _when(value: Any) -> str:
 async def security_page(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], ok: FromQuery[str] = ""
 ) -> Template:
-    user = await me(request, db_session)
+    user = await signed_in_record(request, db_session)
     requirement = await two_factor_requirement(db_session)
     return Template(
         "security/settings.html",
@@ -168,9 +160,9 @@ async def change_password(
     data: URLEncodedBody[ChangePasswordForm],
 ) -> Response[Any]:
     reject_protected_fields(await request.form())
-    user = await me(request, db_session)
+    user = await signed_in_record(request, db_session)
     pairs = ((LOGIN_ACCOUNT, user.email.lower()), (LOGIN_ADDRESS, client_address(request)))
-    wait, _limit = await throttle(request).retry_after(*pairs)
+    wait = await throttle(request).retry_after(*pairs)
     if wait:
         page = await _page_with_error(request, db_session, "", 429)
         await release(db_session)
@@ -201,7 +193,7 @@ async def change_password(
 @get(f"{BASE}/2fa", opt=SIGNED_IN)
 async def two_factor_page(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Response[Any]:
     require_recent_reauth(request)
-    user = await me(request, db_session)
+    user = await signed_in_record(request, db_session)
     if user.totp_enabled:
         return Redirect(BASE, status_code=303)
     secret = enrolment_seed(request, user.id)
@@ -216,7 +208,7 @@ async def enable_two_factor(
     data: URLEncodedBody[CodeForm],
 ) -> Response[Any]:
     require_recent_reauth(request)
-    user = await me(request, db_session)
+    user = await signed_in_record(request, db_session)
     secret = pending_seed(request, user.id)
     if user.totp_enabled or secret is None:
         return Redirect(BASE, status_code=303)
@@ -245,7 +237,7 @@ async def disable_two_factor(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
 ) -> Response[Any]:
     require_recent_reauth(request)
-    user = await me(request, db_session)
+    user = await signed_in_record(request, db_session)
     if not user.totp_enabled:
         return Redirect(BASE, status_code=303)
     if (await two_factor_requirement(db_session)).applies_to(user.role):
@@ -271,7 +263,7 @@ async def regenerate_recovery_codes(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
 ) -> Response[Any]:
     require_recent_reauth(request)
-    user = await me(request, db_session)
+    user = await signed_in_record(request, db_session)
     if not user.totp_enabled:
         return Redirect(BASE, status_code=303)
     codes = await twofactor.new_recovery_codes(db_session, user)
@@ -286,7 +278,7 @@ async def regenerate_recovery_codes(
 async def end_one_session(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], handle: FromPath[str]
 ) -> Redirect:
-    user = await me(request, db_session)
+    user = await signed_in_record(request, db_session)
     if handle == request.session.get("h"):
         raise InvalidInput("This is the session you are using; sign out instead.")
     entry = (await session_index(request).entries(user.id)).get(handle)
@@ -302,7 +294,7 @@ async def end_one_session(
 
 @post(f"{BASE}/sessions/end-others", opt=SIGNED_IN, status_code=303)
 async def end_other_sessions(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Redirect:
-    user = await me(request, db_session)
+    user = await signed_in_record(request, db_session)
     await end_sessions(db_session, user)
     await record_as(db_session, who(request), "session.ended_others", object_type="user", object_id=user.email)
     await db_session.commit()
@@ -312,7 +304,7 @@ async def end_other_sessions(request: Request[Any, Any, Any], db_session: NamedD
 
 async def settings_summary(request: Request[Any, Any, Any], db_session: AsyncSession) -> dict[str, Any]:
     """The Security section of /settings (template settings/security.html): a summary and links."""
-    user = await me(request, db_session)
+    user = await signed_in_record(request, db_session)
     requirement = await two_factor_requirement(db_session)
     return {
         "security": {

@@ -143,6 +143,25 @@ async def test_sensitive_admin_actions_ask_to_confirm_identity(
     assert len(await audit_events(database_url, "auth.reauth")) == 1
 
 
+async def test_ending_other_sessions_does_not_renew_the_confirmation(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session gets a new id, not a new proof of identity: a stale confirmation stays stale."""
+    await seed_users(database_url, ("admin@example.com", "admin"), ("csm@example.com", "csm"))
+    csm_id = (await user_row(database_url, "csm@example.com")).id
+    real = clock.now
+    offset = {"seconds": 0.0}
+    monkeypatch.setattr(clock, "now", lambda: real() + offset["seconds"])
+    async with running(database_url) as client:
+        admin = Browser(client)
+        await admin.login("admin@example.com")
+        offset["seconds"] = 10 * 60
+        assert (await admin.post("/settings/security/sessions/end-others")).status_code == 303
+        page = await admin.post(f"/admin/users/{csm_id}/role", {"role": "admin"})
+        assert page.status_code == 303 and location(page).startswith("/reauth?next=")
+    assert (await user_row(database_url, "csm@example.com")).role == "csm"
+
+
 async def test_the_last_admin_stays(database_url: str) -> None:
     ids = await seed_users(database_url, ("admin@example.com", "admin"))
     async with database(database_url) as session:
