@@ -8,6 +8,7 @@ mounts the route handlers of each part.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -48,6 +49,7 @@ from server.web.context import is_htmx, wants_json
 from server.web.denials import audit_denial
 from server.web.headers import add_security_headers
 from server.web.login import ROUTES as LOGIN_ROUTES
+from server.web.login import InviteTokenRedaction
 from server.web.reauth import ROUTES as REAUTH_ROUTES
 from server.web.reauth import ReauthRequired, reauth_response
 from server.web.security import ROUTES as SECURITY_ROUTES
@@ -128,6 +130,9 @@ def _error_response(request: Request[Any, Any, Any], exc: Exception) -> Response
 def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     check_assets()
+    access_log = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, InviteTokenRedaction) for existing in access_log.filters):
+        access_log.addFilter(InviteTokenRedaction())
     engine = create_engine(settings.database_url)
     factory = session_factory(engine)
     alchemy = SQLAlchemyAsyncConfig(

@@ -16,6 +16,8 @@ the answer is 429 "try again in N s" without checking anything. Every outcome is
 
 from __future__ import annotations
 
+import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -476,6 +478,19 @@ async def _invited(
     if user is None or not user.active or payload.get("f") != password_fingerprint(user):
         return None
     return user
+
+
+class InviteTokenRedaction(logging.Filter):
+    """Keeps set-password tokens out of the web server's access log (they are in the path)."""
+
+    TOKEN = re.compile(r"(/login/invite/)[^\s?\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.TOKEN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
 
 
 @get("/login/invite/{token:str}", opt=PUBLIC)

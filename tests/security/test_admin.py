@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
+from server.app import create_app
 from server.db.models import User
 from server.errors import Conflict
 from server.services.audit import CLI
@@ -24,6 +26,7 @@ from tests.security.helpers import (
     location,
     running,
     seed_users,
+    settings_for,
     user_row,
 )
 
@@ -243,3 +246,15 @@ async def test_the_settings_page_shows_the_security_section(database_url: str) -
         await enable_totp(browser)
         section = (await browser.get("/settings")).text.split('id="security"')[1]
         assert "10 recovery codes left" in section
+
+
+def test_set_password_tokens_stay_out_of_the_access_log() -> None:
+    """uvicorn logs `client - "METHOD path HTTP/x" status`: the token in the path is redacted."""
+    create_app(settings_for("sqlite+aiosqlite:///:memory:"))
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/login/invite/eyJ1Ijo0fQ.aBc-123_x?next=/", "1.1", 200), None,
+    )  # fmt: skip
+    assert logging.getLogger("uvicorn.access").filter(record)
+    line = record.getMessage()
+    assert "eyJ1Ijo0fQ" not in line and "/login/invite/[redacted]?next=/" in line
