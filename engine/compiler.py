@@ -658,7 +658,7 @@ class _Compiler:
 
     def build_decide(self, out: _Writer) -> tuple[list[SectionInfo], list[RuleInfo], list[SegmentInfo]]:
         sections = self.write_sections(out)
-        rules = self.write_rules(out, sections)
+        rules = self.write_rules(out)
         segments = self.write_segments(out)
         return sections, rules, segments
 
@@ -947,7 +947,7 @@ class _Compiler:
         entries = [f"{name!r}: {scope[name].code}" for name in sorted(names) if name in scope and name != "as_of"]
         return "{" + ", ".join(entries) + "}"
 
-    def write_rules(self, out: _Writer, sections: list[SectionInfo]) -> list[RuleInfo]:
+    def write_rules(self, out: _Writer) -> list[RuleInfo]:
         infos: list[RuleInfo] = []
         out.line("_tasks = []")
         out.line("_failed = []")
@@ -996,8 +996,14 @@ class _Compiler:
             if param_type is None:
                 self.report("rules", (*path, "params", param), "a list param must hold only numbers or only texts")
                 return
-            literal = repr(tuple(value)) if isinstance(value, list) else repr(value)
-            scope[param] = Name(param_type, literal)
+            if isinstance(value, list):
+                # A module constant with its set beside it: `x in <param>` is then a set lookup.
+                constant = f"P{index}_{param}"
+                self.constants[constant] = tuple(value)
+                self.constants[constant + SET_SUFFIX] = frozenset(value)
+                scope[param] = Name(param_type, constant)
+            else:
+                scope[param] = Name(param_type, repr(value))
         self.constants[params_name] = dict(rule.params)
         nonnull = frozenset(rule.requires)
         guard = self.requires_guard("rules", path, rule.requires, scope)

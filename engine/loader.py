@@ -42,9 +42,6 @@ class PolicySet:
     models: dict[str, Any]  # kind -> typed model (engine.model)
     content_hash: str
 
-    def file_of(self, kind: str) -> YamlDocument:
-        return self.documents[kind]
-
 
 def _schema_registry() -> Registry:
     resources = []

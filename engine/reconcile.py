@@ -24,19 +24,6 @@ import msgspec
 
 from engine.results import Firing
 
-# Engine-owned fields that a later firing may change (besides `due_on`, handled apart).
-ENGINE_FIELDS = (
-    "category",
-    "severity",
-    "title",
-    "description",
-    "evidence",
-    "thresholds",
-    "condition",
-    "severity_case",
-    "policy_hash",
-)
-
 
 class StoredTask(msgspec.Struct, frozen=True, kw_only=True):
     """The engine-owned part of a stored task, as reconciliation needs it (JSON-shaped values)."""
@@ -71,12 +58,10 @@ class Plan(msgspec.Struct, kw_only=True):
     resolve: list[str] = msgspec.field(default_factory=list)
     withheld: int = 0  # tasks that stopped firing but were kept open (incomplete data or rule errors)
 
-    def is_empty(self) -> bool:
-        return not (self.insert or self.update or self.reactivate or self.resolve)
-
 
 def engine_values(firing: Firing, policy_hash: str) -> dict[str, Any]:
-    """A firing's engine fields as they are stored (JSON builtins: dates as ISO text)."""
+    """A firing's engine-owned fields as they are stored (JSON builtins: dates as ISO text); a later
+    firing may change any of them (and `due_on`, handled apart)."""
     return {
         "category": firing.category,
         "severity": firing.severity,
@@ -104,10 +89,10 @@ def plan_reconciliation(
     for firing in firings:
         fired.add(firing.task_id)
         task = stored.get(firing.task_id)
-        values = engine_values(firing, policy_hash)
         if task is None:
             plan.insert.append(firing)
             continue
+        values = engine_values(firing, policy_hash)
         changed = {name: value for name, value in values.items() if getattr(task, name) != value}
         if not task.active:
             plan.reactivate.append(

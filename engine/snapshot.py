@@ -160,11 +160,9 @@ class EntitySpec:
     """What the policy compiler knows about one entity."""
 
     name: str
-    row_type: type[msgspec.Struct] | None
     fields: dict[str, Type]
     date_field: str | None
     timestamps: frozenset[str] = frozenset()
-    parent: str | None = None  # order_lines are read from their order
     id_field: str | None = "id"
     # field name in the row -> attribute on the row object (order lines read the order's fields)
     attributes: dict[str, str] = field(default_factory=dict)
@@ -177,7 +175,7 @@ def _spec(
     timestamps: Iterable[str] = (),
     id_field: str | None = "id",
 ) -> EntitySpec:
-    return EntitySpec(row_type.entity, row_type, fields, date_field, frozenset(timestamps), None, id_field)
+    return EntitySpec(row_type.entity, fields, date_field, frozenset(timestamps), id_field)
 
 
 OPTIONAL_TEXT = TEXT.optional()
@@ -191,9 +189,8 @@ ENTITIES: dict[str, EntitySpec] = {
             {"id": TEXT, "status": TEXT, "start_date": DATE, "end_date": DATE, "acv": NUMBER},
             "start_date",
         ),
-        EntitySpec(
+        EntitySpec(  # read from each order's `products` (see the compiler)
             "order_lines",
-            None,
             {
                 "order_id": TEXT,
                 "status": TEXT,
@@ -203,7 +200,6 @@ ENTITIES: dict[str, EntitySpec] = {
                 "capacity": NUMBER,
             },
             "start_date",
-            parent="orders",
             id_field=None,
             attributes={"order_id": "id"},
         ),
@@ -310,13 +306,6 @@ class Snapshot:
                 continue
             for row in self.rows.get(entity, ()):
                 yield entity, row
-
-
-def utc_date(moment: dt.datetime | None) -> dt.date | None:
-    """The UTC calendar day of a timestamp (DATA.md: a timestamp counts on its UTC date)."""
-    if moment is None:
-        return None
-    return moment.astimezone(dt.UTC).date()
 
 
 class BadRow(msgspec.Struct, frozen=True, kw_only=True):

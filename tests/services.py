@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -37,12 +37,15 @@ def reachable(url: str) -> bool:
 
 
 def require(name: str, url: str) -> None:
-    if reachable(url):
-        return
-    message = f"{name} is not reachable at {url}"
+    if not reachable(url):
+        unavailable(f"{name} is not reachable at {url}", f"set CSM_TEST_{name.upper()}_URL")
+
+
+def unavailable(message: str, hint: str) -> NoReturn:
+    """A service the tests need is missing: a skip saying so, except under CI, where it fails."""
     if os.environ.get("CI"):
         pytest.fail(f"{message}, and CI needs it")
-    pytest.skip(f"{message} (set CSM_TEST_{name.upper()}_URL; under CI this fails)")
+    pytest.skip(f"{message} ({hint}; under CI this fails)")
 
 
 def in_thread(function: Callable[[], T]) -> T:

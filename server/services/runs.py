@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connectors.files import ReadReport, SnapshotFolderError, SnapshotFolderReader, read_manifest
 from engine import Evaluator
-from engine.reconcile import StoredTask, plan_reconciliation
+from engine.reconcile import StoredTask, engine_values, plan_reconciliation
 from engine.snapshot import FILE_ENTITIES, Manifest
 from server.db.base import utcnow
 from server.db.models import Account, ChiPoint, PolicyVersion, Run, RunChunk, RunFact, Snapshot, Task, TaskEvent
@@ -463,20 +463,12 @@ async def _reconcile(
         for firing in plan.insert:
             inserts.append(
                 {
+                    **engine_values(firing, run.policy_hash),
                     "id": firing.task_id,
                     "rule": firing.rule,
                     "account_id": account_id,
                     "key": firing.key,
-                    "category": firing.category,
-                    "severity": firing.severity,
-                    "title": firing.title,
-                    "description": firing.description,
                     "due_on": firing.due_on,
-                    "evidence": msgspec.to_builtins(firing.evidence),
-                    "thresholds": msgspec.to_builtins(firing.thresholds),
-                    "condition": firing.condition,
-                    "severity_case": firing.severity_case,
-                    "policy_hash": run.policy_hash,
                     "active": True,
                     "opened_at": now,
                     "updated_at": now,

@@ -27,6 +27,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from bench.demo_db import build
 from server.services.demo_history import DEMO_PASSWORD
+from tests.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-results" / "screenshots"
@@ -53,7 +54,7 @@ class DemoServer:
 @pytest.fixture(scope="session")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
     if shutil.which("chromium") is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+        unavailable("Debian's chromium is not installed", "apt-get install -y chromium")
     folder = tmp_path_factory.mktemp("browser-demo")
     database = folder / "csm.db"
     today = dt.datetime.now(ZoneInfo(TIMEZONE)).date()
@@ -122,7 +123,7 @@ def chromium() -> Iterator[Browser]:
 
     executable = shutil.which("chromium")
     if executable is None:
-        pytest.skip("Debian's chromium is not installed")
+        unavailable("Debian's chromium is not installed", "apt-get install -y chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=["--disable-gpu"])
         yield browser
