@@ -60,14 +60,12 @@ from typing import Any, BinaryIO, TypeVar
 
 import msgspec
 
-__all__ = ["ENTITIES", "SNAPSHOT_FORMAT", "DemoStats", "write_demo_snapshot"]
+from engine.snapshot import FILE_ENTITIES
+
+__all__ = ["SNAPSHOT_FORMAT", "DemoStats", "write_demo_snapshot"]
 
 SNAPSHOT_FORMAT = "csm-snapshot/1"
 PRODUCTS = ("VM", "PC", "WAS")
-ENTITIES = (
-    "accounts", "orders", "invoices", "usage", "activity", "scanners",
-    "schedules", "tickets", "meetings", "nps", "sentiment",
-)  # fmt: skip
 
 # --- Portfolio mix ---------------------------------------------------------------------------------
 
@@ -303,12 +301,12 @@ class DemoStats(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def total_rows(self) -> int:
-        return sum(getattr(self, name) for name in ENTITIES)
+        return sum(getattr(self, name) for name in FILE_ENTITIES)
 
     @property
     def row_counts(self) -> dict[str, int]:
         """Row counts by entity file name (without `.jsonl`)."""
-        return {name: getattr(self, name) for name in ENTITIES}
+        return {name: getattr(self, name) for name in FILE_ENTITIES}
 
 
 # --- Public entry point ----------------------------------------------------------------------------
@@ -346,7 +344,7 @@ def write_demo_snapshot(
     if shift < 0:
         raise ValueError("world_as_of must not be before as_of")
     ctx = _Context.build(seed, as_of, days, shift)
-    sinks = {name: _Sink(out_dir / f"{name}.jsonl") for name in ENTITIES}
+    sinks = {name: _Sink(out_dir / f"{name}.jsonl") for name in FILE_ENTITIES}
     try:
         for index in range(accounts):
             _write_account(index, seed, ctx, sinks)

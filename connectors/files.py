@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from engine.snapshot import FILE_ENTITIES, ROW_TYPES, BadRow, Manifest, RowChecker
+from engine.snapshot import FILE_ENTITIES, ROW_TYPES, BadRow, Manifest, RowChecker, field_of_error
 
 MAX_LINE_BYTES = 1_000_000
 KEPT_BAD_ROWS = 1000  # reported in full; beyond that only counted
@@ -45,15 +45,6 @@ class ReadReport:
         self.bad_by_reason[f"{bad.file}: {bad.field or 'line'}"] += 1
         if len(self.bad_rows) < KEPT_BAD_ROWS:
             self.bad_rows.append(bad)
-
-
-def _field_of(message: str) -> tuple[str | None, str]:
-    """msgspec says "Expected `int`, got `str` - at `$.used`": split off the field."""
-    text, sep, where = message.rpartition(" - at `$")
-    if not sep:
-        return None, message
-    path = where.rstrip("`").lstrip(".")
-    return (path.split(".")[0].split("[")[0] or None), text
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -133,7 +124,7 @@ def _decode(decoder: msgspec.json.Decoder[Any], file_name: str, number: int, lin
     try:
         return decoder.decode(line), None
     except msgspec.ValidationError as exc:
-        field_name, message = _field_of(str(exc))
+        field_name, message = field_of_error(str(exc))
         return None, BadRow(
             file=file_name, line=number, field=field_name, message=message, account_id=_account_of(line)
         )

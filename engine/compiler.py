@@ -1200,7 +1200,7 @@ class _Compiler:
                 out.line("try:")
                 preamble = _Writer()
                 preamble.depth = out.depth
-                self.write_row_preamble(preamble, entity)
+                self.write_row_preamble(preamble, entity, body.lines)
                 out.lines.extend(_indented(preamble.lines + body.lines))
                 out.line("except Exception as _exc:")
                 with out.indent():
@@ -1210,12 +1210,15 @@ class _Compiler:
             folded.append(entity)
         return folded
 
-    def write_row_preamble(self, out: _Writer, entity: str) -> None:
-        spec = ENTITIES[entity]
-        for name in sorted(spec.timestamps):
-            out.line(f"ts_{name} = _utc_day(r.{name})")
-        for name, compiled in self.row_fields[entity]:
-            out.line(f"rf_{name} = {_bounded(compiled)}")
+    def write_row_preamble(self, out: _Writer, entity: str, body: list[str]) -> None:
+        """The row's fields, and its timestamps as UTC days where the fields or `body` read them."""
+        fields = [f"rf_{name} = {_bounded(compiled)}" for name, compiled in self.row_fields[entity]]
+        reads = "\n".join(fields + body)
+        for name in sorted(ENTITIES[entity].timestamps):
+            if re.search(rf"\bts_{name}\b", reads):
+                out.line(f"ts_{name} = _utc_day(r.{name})")
+        for line in fields:
+            out.line(line)
 
     def write_fold_body(self, out: _Writer, entity: str) -> None:
         self.write_accumulate(out, entity, "r")

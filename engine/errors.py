@@ -20,14 +20,19 @@ class Problem(msgspec.Struct, frozen=True):
     line: int | None = None
     column: int | None = None
 
-    def __str__(self) -> str:
+    @property
+    def where(self) -> str:
+        """file[:line[:column]]"""
         where = self.file
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
+        return where
+
+    def __str__(self) -> str:
         subject = f"{self.path}: " if self.path else ""
-        return f"{where}: {subject}{self.message}"
+        return f"{self.where}: {subject}{self.message}"
 
 
 class EngineError(Exception):

@@ -322,6 +322,15 @@ class BadRow(msgspec.Struct, frozen=True, kw_only=True):
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
+def field_of_error(message: str) -> tuple[str | None, str]:
+    """msgspec says "Expected `int`, got `str` - at `$.used`": (the row's field, the rest)."""
+    text, sep, where = message.rpartition(" - at `$")
+    if not sep:
+        return None, message
+    path = where.rstrip("`").lstrip(".")
+    return (path.split(".")[0].split("[")[0] or None), text
+
+
 # Dates that record something that happened: they cannot lie after the snapshot's as_of.
 OBSERVED_DATES: dict[str, tuple[str, ...]] = {
     "usage": ("date",),
@@ -458,8 +467,7 @@ def snapshot_from_rows(as_of: dt.date, rows: dict[str, list[dict[str, Any]]]) ->
             try:
                 row = msgspec.convert(raw, row_type, strict=False)
             except msgspec.ValidationError as exc:
-                message = str(exc)
-                field_name = message.rsplit("`$.", 1)[-1].rstrip("`").split(".")[0] if "`$." in message else None
+                field_name, message = field_of_error(str(exc))
                 bad.append(BadRow(file=f"{entity}.jsonl", line=line, field=field_name, message=message))
                 continue
             problem = checker.check(entity, row)

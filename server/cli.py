@@ -27,15 +27,12 @@ from server.cli_users import register_user_commands
 from server.db.migrate import upgrade
 from server.db.models import Run
 from server.db.session import create_engine, session_factory, session_scope
-from server.errors import AppError
 from server.services.audit import CLI, record_as
 from server.services.demo_history import DEMO_PASSWORD, create_demo_users, run_demo_history, snapshot_folder
 from server.services.dry_run import dry_run_folder
 from server.services.exports import export_health, export_tasks
 from server.services.runs import RunInProgress, RunRefused, RunRequest, enqueue_run, run_in_process
-from server.services.users import create_user
 from server.settings import Settings
-from server.web.access import Role
 
 DEFAULT_POLICY_DIR = Path("policies")
 
@@ -45,11 +42,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def _print_problems(error: PolicyError) -> None:
     for problem in error.problems:
-        where = problem.file
-        if problem.line is not None:
-            where += f":{problem.line}" + (f":{problem.column}" if problem.column is not None else "")
         subject = f"[bold]{problem.path}[/]: " if problem.path else ""
-        err.print(f"[red]{where}[/]: {subject}{problem.message}", soft_wrap=True)
+        err.print(f"[red]{problem.where}[/]: {subject}{problem.message}", soft_wrap=True)
     count = len(error.problems)
     err.print(f"[red bold]{count} problem{'s' if count != 1 else ''}[/] found; nothing was changed.")
 
@@ -351,32 +345,6 @@ def users() -> None:
 
 
 register_user_commands(users)
-
-
-@users.command("create")
-@click.argument("email")
-@click.option("--role", type=click.Choice([role.value for role in Role]), required=True)
-@click.option("--name", default="", help="Display name.")
-@click.password_option(help="The password (prompted, twice, when not given).")
-def users_create(email: str, role: str, name: str, password: str) -> None:
-    """Create a user with EMAIL and ROLE."""
-    settings = _settings()
-
-    async def create() -> None:
-        await upgrade(settings.database_url)
-        engine = create_engine(settings.database_url)
-        try:
-            async with session_scope(session_factory(engine)) as session:
-                await create_user(session, email, role, password, name, who=CLI)
-        finally:
-            await engine.dispose()
-
-    try:
-        asyncio.run(create())
-    except AppError as exc:
-        err.print(f"[red]{exc.message}[/]")
-        sys.exit(1)
-    out.print(f"[green]created[/] {email} ({role})")
 
 
 @main.command("serve")

@@ -27,6 +27,7 @@ from server.services.security_settings import (
 )
 from server.services.users import (
     change_role,
+    create_user,
     end_sessions,
     find_by_email,
     invite_user,
@@ -70,6 +71,20 @@ async def _user(session: AsyncSession, email: str) -> User:
 
 
 def register_user_commands(users: click.Group) -> None:
+    @users.command("create")
+    @click.argument("email")
+    @click.option("--role", type=ROLES, required=True)
+    @click.option("--name", default="", help="Display name.")
+    @click.password_option(help="The password (prompted, twice, when not given).")
+    def users_create(email: str, role: str, name: str, password: str) -> None:
+        """Create a user with EMAIL and ROLE."""
+
+        async def work(session: AsyncSession, _settings: Settings) -> None:
+            await create_user(session, email, role, password, name, who=CLI)
+
+        _in_transaction(work)
+        out.print(f"[green]created[/] {email} ({role})")
+
     @users.command("list")
     def users_list() -> None:
         """List users with their role, status and two-factor set-up."""

@@ -52,13 +52,14 @@ from server.api.models import (
     UsageTabOut,
     convert,
 )
-from server.db.models import SavedFilter
+from server.db.models import Account, SavedFilter
 from server.services import customer_tabs, preferences
 from server.services import tasks as task_service
 from server.services.catalog import Catalog
 from server.services.customer_tabs import TAB_LABELS
 from server.services.customers import (
     COLUMNS,
+    get_account,
     get_customer_row,
     list_customers,
     parse_customer_query,
@@ -162,17 +163,17 @@ async def api_catalog(request: AnyRequest, db_session: NamedDependency[AsyncSess
     )
 
 
-async def _customer(request: AnyRequest, db_session: AsyncSession, account_id: str) -> tuple[Any, Any, Catalog]:
-    cat = await catalog(request, db_session)
-    account, row = await get_customer_row(db_session, current_user(request), account_id, cat, today(request))
-    return account, row, cat
+async def _account(request: AnyRequest, db_session: AsyncSession, account_id: str) -> Account:
+    """The customer of a tab, through the access filter (404 for one the user may not see)."""
+    return await get_account(db_session, current_user(request), account_id)
 
 
 @get("/api/customers/{account_id:str}", guards=READ, tags=TAGS, summary="One customer (the detail page's header)")
 async def api_customer(
     request: AnyRequest, db_session: NamedDependency[AsyncSession], account_id: FromPath[str]
 ) -> CustomerDetailOut:
-    _account, row, _cat = await _customer(request, db_session, account_id)
+    cat = await catalog(request, db_session)
+    _account, row = await get_customer_row(db_session, current_user(request), account_id, cat, today(request))
     return CustomerDetailOut(
         customer=convert(row, CustomerOut),
         tabs={tab: f"/api/customers/{row.id}/{tab}" for tab in TAB_LABELS},
@@ -219,7 +220,8 @@ def task_out(view: TaskView) -> TaskOut:
 async def api_customer_tasks(
     request: AnyRequest, db_session: NamedDependency[AsyncSession], account_id: FromPath[str]
 ) -> TasksTabOut:
-    account, _row, cat = await _customer(request, db_session, account_id)
+    cat = await catalog(request, db_session)
+    account = await _account(request, db_session, account_id)
     data = await customer_tabs.tasks_tab(db_session, current_user(request), account, cat, today(request))
     return TasksTabOut(active=[task_out(t) for t in data.active], resolved=[task_out(t) for t in data.resolved])
 
@@ -233,7 +235,8 @@ async def api_customer_tasks(
 async def api_customer_chi(
     request: AnyRequest, db_session: NamedDependency[AsyncSession], account_id: FromPath[str]
 ) -> ChiTabOut:
-    account, _row, cat = await _customer(request, db_session, account_id)
+    cat = await catalog(request, db_session)
+    account = await _account(request, db_session, account_id)
     return convert(await customer_tabs.chi_tab(db_session, account, cat), ChiTabOut)  # type: ignore[no-any-return]
 
 
@@ -246,7 +249,7 @@ async def api_customer_chi(
 async def api_customer_commercial(
     request: AnyRequest, db_session: NamedDependency[AsyncSession], account_id: FromPath[str]
 ) -> CommercialTabOut:
-    account, _row, _cat = await _customer(request, db_session, account_id)
+    account = await _account(request, db_session, account_id)
     data = await customer_tabs.commercial_tab(db_session, account, today(request))
     return convert(data, CommercialTabOut)  # type: ignore[no-any-return]
 
@@ -260,7 +263,8 @@ async def api_customer_usage(
     end: Annotated[str | None, QueryParameter(name="to", description="last day (YYYY-MM-DD)")] = None,
     days: Annotated[str | None, QueryParameter(description="a preset: the last N days of data")] = None,
 ) -> UsageTabOut:
-    account, _row, cat = await _customer(request, db_session, account_id)
+    cat = await catalog(request, db_session)
+    account = await _account(request, db_session, account_id)
     data = await customer_tabs.usage_tab(
         db_session,
         account,
@@ -283,7 +287,7 @@ async def api_customer_activity(
     end: Annotated[str | None, QueryParameter(name="to")] = None,
     days: FromQuery[str | None] = None,
 ) -> ActivityTabOut:
-    account, _row, _cat = await _customer(request, db_session, account_id)
+    account = await _account(request, db_session, account_id)
     data = await customer_tabs.activity_tab(db_session, account, today(request), start or "", end or "", days or "")
     return convert(data, ActivityTabOut)  # type: ignore[no-any-return]
 
@@ -297,7 +301,8 @@ async def api_customer_activity(
 async def api_customer_retention(
     request: AnyRequest, db_session: NamedDependency[AsyncSession], account_id: FromPath[str]
 ) -> RetentionTabOut:
-    account, _row, cat = await _customer(request, db_session, account_id)
+    cat = await catalog(request, db_session)
+    account = await _account(request, db_session, account_id)
     day = today(request)
     tasks = await customer_tabs.tasks_tab(db_session, current_user(request), account, cat, day)
     data = await customer_tabs.retention_tab(db_session, account, cat, tasks.active, day)
@@ -383,10 +388,9 @@ async def api_tasks(
 ) -> TaskList:
     user = current_user(request)
     cat = await catalog(request, db_session)
-    query = parse_task_query(query_lists(request), [r.id for r in cat.rules], list(cat.categories), user)
+    query = parse_task_query(query_lists(request), cat, user)
     day = today(request)
-    names = {r.id: r.name for r in cat.rules}
-    result = await task_service.list_tasks(db_session, user, query, day, names)
+    result = await task_service.list_tasks(db_session, user, query, day, cat.rule_names())
     counts = await task_service.counters(db_session, user, day, query.csm)
     return TaskList(
         items=[task_out(item) for item in result.items],
@@ -412,7 +416,7 @@ async def api_task_counters(
 async def _task_detail(request: AnyRequest, db_session: AsyncSession, task_id: str) -> TaskDetail:
     user = current_user(request)
     cat = await catalog(request, db_session)
-    view = await task_service.get_task(db_session, user, task_id, today(request), {r.id: r.name for r in cat.rules})
+    view = await task_service.get_task(db_session, user, task_id, today(request), cat.rule_names())
     events = await task_service.history(db_session, user, task_id)
     return TaskDetail(
         task=task_out(view),
@@ -527,11 +531,8 @@ async def api_tag_remove(
 
 # ── saved filters and preferences ───────────────────────────────────────────────────────
 
-PAGE_PATHS = {"overview": "/", "dashboard": "/dashboard"}
-
 
 def filter_out(saved: SavedFilter) -> FilterOut:
-    path = PAGE_PATHS.get(saved.page, "/")
     return FilterOut(
         id=saved.id,
         name=saved.name,
@@ -539,7 +540,7 @@ def filter_out(saved: SavedFilter) -> FilterOut:
         query=saved.query,
         owner=saved.owner,
         shared=saved.shared,
-        url=f"{path}?{saved.query}" if saved.query else path,
+        url=preferences.filter_url(saved),
     )
 
 

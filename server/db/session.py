@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -24,8 +25,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _json_text(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
 def create_engine(url: str, **options: Any) -> AsyncEngine:
-    """An async engine; on SQLite with WAL, foreign keys and a busy timeout, its folder created."""
+    """An async engine; on SQLite with WAL, foreign keys and a busy timeout, its folder created.
+
+    JSON columns go through msgspec (a run writes hundreds of thousands of them: the standard
+    library's encoder was a tenth of a run's time)."""
+    options.setdefault("json_serializer", _json_text)
+    options.setdefault("json_deserializer", msgspec.json.decode)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

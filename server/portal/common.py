@@ -19,6 +19,7 @@ from server.web.portal_helpers import (
     query_lists,
     settings_of,
     today,
+    url_query_lists,
 )
 
 
@@ -59,4 +60,5 @@ __all__ = [
     "safe_next",
     "settings_of",
     "today",
+    "url_query_lists",
 ]

@@ -29,7 +29,7 @@ from server.portal.common import (
 )
 from server.services import customer_tabs
 from server.services.customer_tabs import TAB_LABELS
-from server.services.customers import STATUSES, get_account, get_customer_row
+from server.services.customers import STATUSES, customer_row, get_account
 from server.services.engagement import SENTIMENTS, record_outcome, record_sentiment
 from server.services.preferences import DETAIL_TABS, close_all_tabs, close_tab, open_tabs, remember_tab
 from server.services.tags import PALETTE, assign_tags, create_tag, list_tags, remove_tags
@@ -46,7 +46,11 @@ async def tab_context(request: AnyRequest, db_session: AsyncSession, account_id:
     user = current_user(request)
     cat = await catalog(request, db_session)
     day = today(request)
-    account, row = await get_customer_row(db_session, user, account_id, cat, day)
+    account = await get_account(db_session, user, account_id)
+    # The CHI and retention tabs show the history; the header's trend is then drawn from it, not read again.
+    history = await customer_tabs.chi_history(db_session, account.id) if tab in ("chi", "retention") else None
+    trend = customer_tabs.header_trend(history, day) if history is not None else None
+    row = await customer_row(db_session, account, cat, day, trend)
     params = request.query_params
     context: dict[str, Any] = {
         "account": account,
@@ -66,7 +70,7 @@ async def tab_context(request: AnyRequest, db_session: AsyncSession, account_id:
     if tab == "tasks":
         context["data"] = await customer_tabs.tasks_tab(db_session, user, account, cat, day)
     elif tab == "chi":
-        context["data"] = await customer_tabs.chi_tab(db_session, account, cat)
+        context["data"] = await customer_tabs.chi_tab(db_session, account, cat, history)
     elif tab == "commercial":
         context["data"] = await customer_tabs.commercial_tab(db_session, account, day)
     elif tab == "usage":
@@ -89,7 +93,7 @@ async def tab_context(request: AnyRequest, db_session: AsyncSession, account_id:
         context["sentiments"] = SENTIMENTS
     else:
         tasks = await customer_tabs.tasks_tab(db_session, user, account, cat, day)
-        context["data"] = await customer_tabs.retention_tab(db_session, account, cat, tasks.active, day)
+        context["data"] = await customer_tabs.retention_tab(db_session, account, cat, tasks.active, day, history)
     return context
 
 
@@ -177,7 +181,7 @@ async def customer_tags(
     if not is_htmx(request):
         return Redirect(safe_next(form.get("next"), f"/customers/{account.id}"), status_code=303)
     cat = await catalog(request, db_session)
-    _account, row = await get_customer_row(db_session, user, account.id, cat, today(request))
+    row = await customer_row(db_session, account, cat, today(request))
     return await render(
         request,
         db_session,

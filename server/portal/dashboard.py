@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import get, post
+from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
@@ -23,8 +24,10 @@ from server.portal.common import (
     render,
     safe_next,
     today,
+    url_query_lists,
 )
 from server.services import tasks as task_service
+from server.services.catalog import Catalog
 from server.services.customers import csm_choices
 from server.services.preferences import list_filters
 from server.services.tasks import (
@@ -58,13 +61,11 @@ def dashboard_url(query: TaskQuery, **changes: Any) -> str:
 
 
 async def dashboard_context(
-    request: AnyRequest, db_session: NamedDependency[AsyncSession], query: TaskQuery
+    request: AnyRequest, db_session: NamedDependency[AsyncSession], query: TaskQuery, cat: Catalog
 ) -> dict[str, Any]:
     user = current_user(request)
-    cat = await catalog(request, db_session)
     day = today(request)
-    names = {rule.id: rule.name for rule in cat.rules}
-    page = await task_service.list_tasks(db_session, user, query, day, names)
+    page = await task_service.list_tasks(db_session, user, query, day, cat.rule_names())
     counters = await task_service.counters(db_session, user, day, query.csm)
     return {
         "query": query,
@@ -81,16 +82,12 @@ async def dashboard_context(
     }
 
 
-def parse_dashboard_query(request: AnyRequest, rules: list[str], categories: list[str]) -> TaskQuery:
-    return parse_task_query(query_lists(request), rules, categories, current_user(request))
-
-
 @get("/dashboard", guards=READ, name="dashboard")
 async def dashboard(request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> Template:
     user = current_user(request)
     cat = await catalog(request, db_session)
-    query = parse_dashboard_query(request, [rule.id for rule in cat.rules], list(cat.categories))
-    context = await dashboard_context(request, db_session, query)
+    query = parse_task_query(query_lists(request), cat, user)
+    context = await dashboard_context(request, db_session, query, cat)
     if is_htmx(request) and htmx_target(request) == "task-results":
         return await render(
             request,
@@ -127,13 +124,19 @@ def _date(value: str | None, field: str) -> dt.date | None:
         raise InvalidInput(f"'{field}' must be a date (YYYY-MM-DD)", field=field) from None
 
 
-async def _task_fragment(
+async def _changed_task(
     request: AnyRequest,
     db_session: NamedDependency[AsyncSession],
+    form: FormMultiDict,
     task: task_service.TaskView,
-    show_customer: bool,
     message: str,
-) -> Template:
+) -> Template | Redirect:
+    """The changed task's fragment for htmx (with a confirmation), else back to the form's page."""
+    if not is_htmx(request):
+        return Redirect(safe_next(form.get("next"), f"/customers/{task.account_id}/tasks"), status_code=303)
+    cat = await catalog(request, db_session)
+    task.rule_name = cat.rule_name(task.rule)
+    show_customer = form.get("context") == "dashboard"
     return await render(
         request,
         db_session,
@@ -144,6 +147,7 @@ async def _task_fragment(
             "selectable": show_customer,
             "flash": message,
             "can_edit_tasks": True,
+            "catalog": cat,
         },
         with_tabs=False,
     )
@@ -155,7 +159,6 @@ async def task_state(
 ) -> Template | Redirect:
     user = current_user(request)
     form = await request.form()
-    cat = await catalog(request, db_session)
     task = await task_service.change_state(
         db_session,
         user,
@@ -165,14 +168,11 @@ async def task_state(
         snooze_until=_date(form.get("snooze_until"), "snooze_until"),
         expected_version=_version(form.get("version")),
     )
-    task.rule_name = cat.rule_name(task.rule)
-    if not is_htmx(request):
-        return Redirect(safe_next(form.get("next"), f"/customers/{task.account_id}/tasks"), status_code=303)
     if task.status == TaskStatus.SNOOZED and task.snoozed_until:
         message = f"“{task.title}” snoozed until {task.snoozed_until.isoformat()}."
     else:
         message = f"“{task.title}” is now {task.status.label.lower()}."
-    return await _task_fragment(request, db_session, task, form.get("context") == "dashboard", message)
+    return await _changed_task(request, db_session, form, task, message)
 
 
 @post("/tasks/{task_id:str}/comment", guards=EDIT, name="task_comment", status_code=200)
@@ -181,7 +181,6 @@ async def task_comment(
 ) -> Template | Redirect:
     user = current_user(request)
     form = await request.form()
-    cat = await catalog(request, db_session)
     task = await task_service.add_comment(
         db_session,
         user,
@@ -190,10 +189,7 @@ async def task_comment(
         today=today(request),
         expected_version=_version(form.get("version")),
     )
-    task.rule_name = cat.rule_name(task.rule)
-    if not is_htmx(request):
-        return Redirect(safe_next(form.get("next"), f"/customers/{task.account_id}/tasks"), status_code=303)
-    return await _task_fragment(request, db_session, task, form.get("context") == "dashboard", "Comment saved.")
+    return await _changed_task(request, db_session, form, task, "Comment saved.")
 
 
 @get("/tasks/{task_id:str}/history", guards=READ, name="task_history")
@@ -231,13 +227,8 @@ async def task_bulk(request: AnyRequest, db_session: NamedDependency[AsyncSessio
     if not is_htmx(request):
         return Redirect(back, status_code=303)
     cat = await catalog(request, db_session)
-    from urllib.parse import parse_qsl, urlsplit
-
-    params: dict[str, list[str]] = {}
-    for key, value in parse_qsl(urlsplit(back).query):
-        params.setdefault(key, []).append(value)
-    query = parse_task_query(params, [rule.id for rule in cat.rules], list(cat.categories), user)
-    context = await dashboard_context(request, db_session, query)
+    query = parse_task_query(url_query_lists(back), cat, user)
+    context = await dashboard_context(request, db_session, query, cat)
     context["flash"] = result.summary(verbs.get(action, action))
     context["flash_level"] = "ok" if not result.skipped else "warn"
     return await render(request, db_session, "portal/partials/task_results.html", context, with_tabs=False)

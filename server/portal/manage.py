@@ -11,7 +11,6 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.errors import InvalidInput
 from server.portal.common import AnyRequest, current_user, is_htmx, render, safe_next
 from server.services import preferences
 from server.services.customers import COLUMNS
@@ -51,12 +50,6 @@ async def tag_create(request: AnyRequest, db_session: NamedDependency[AsyncSessi
     return Redirect(safe_next(form.get("next"), "/tags"), status_code=303)
 
 
-def _tag_id(raw: str) -> int:
-    if not raw.isdigit():
-        raise InvalidInput("unknown tag", field="tag_id")
-    return int(raw)
-
-
 @post("/tags/{tag_id:int}", guards=EDIT, name="tag_update", status_code=303)
 async def tag_update(request: AnyRequest, db_session: NamedDependency[AsyncSession], tag_id: FromPath[int]) -> Redirect:
     form = await request.form()
@@ -72,8 +65,6 @@ async def tag_remove(request: AnyRequest, db_session: NamedDependency[AsyncSessi
 
 # ── saved filters ───────────────────────────────────────────────────────────────────────
 
-PAGE_PATHS = {"overview": "/", "dashboard": "/dashboard"}
-
 
 @post("/filters", guards=READ, name="filter_save", status_code=303)
 async def filter_save(request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> Redirect:
@@ -87,8 +78,7 @@ async def filter_save(request: AnyRequest, db_session: NamedDependency[AsyncSess
         page,
         shared=form.get("shared") in ("1", "on", "true"),
     )
-    path = PAGE_PATHS.get(saved.page, "/")
-    return Redirect(f"{path}?{saved.query}" if saved.query else path, status_code=303)
+    return Redirect(preferences.filter_url(saved), status_code=303)
 
 
 @get("/filters/{filter_id:int}", guards=READ, name="filter_open")
@@ -97,8 +87,7 @@ async def filter_open(
 ) -> Redirect:
     """A saved filter's short link: redirects to the page with its query (shareable when shared)."""
     saved = await preferences.get_filter(db_session, current_user(request), filter_id)
-    path = PAGE_PATHS.get(saved.page, "/")
-    return Redirect(f"{path}?{saved.query}" if saved.query else path, status_code=302)
+    return Redirect(preferences.filter_url(saved), status_code=302)
 
 
 @post("/filters/{filter_id:int}/delete", guards=READ, name="filter_delete", status_code=303)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from litestar import get, post
 from litestar.di import NamedDependency
@@ -21,6 +20,7 @@ from server.portal.common import (
     render,
     safe_next,
     today,
+    url_query_lists,
 )
 from server.services.catalog import Catalog
 from server.services.customers import (
@@ -33,7 +33,6 @@ from server.services.customers import (
     CustomerQuery,
     csm_choices,
     list_customers,
-    params_of,
     parse_customer_query,
     portfolio_totals,
 )
@@ -140,7 +139,7 @@ async def bulk_tags(request: AnyRequest, db_session: NamedDependency[AsyncSessio
     if not is_htmx(request):
         return Redirect(back, status_code=303)
     cat = await catalog(request, db_session)
-    query = parse_customer_query(params_of(parse_qsl(urlsplit(back).query)), cat)
+    query = parse_customer_query(url_query_lists(back), cat)
     context = await overview_context(request, db_session, query, cat)
     context["flash"] = message
     return await render(request, db_session, "portal/partials/overview_results.html", context, with_tabs=False)

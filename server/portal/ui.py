@@ -226,10 +226,6 @@ def epoch(day: dt.date) -> int:
     return int(dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC).timestamp())
 
 
-def series_json(days: Sequence[dt.date], columns: dict[str, Sequence[float | None]]) -> dict[str, Any]:
-    return {"x": [epoch(day) for day in days], **{name: list(values) for name, values in columns.items()}}
-
-
 def plus_days(day: dt.date, count: int) -> str:
     return (day + dt.timedelta(days=count)).isoformat()
 

@@ -90,8 +90,9 @@ class Catalog:
         rule = self.rule(rule_id)
         return rule.name if rule else rule_id
 
-    def section_name(self, section_id: str) -> str:
-        return next((section.name for section in self.sections if section.id == section_id), section_id)
+    def rule_names(self) -> dict[str, str]:
+        """Rule id -> rule name, what task lists show for a task's rule."""
+        return {rule.id: rule.name for rule in self.rules}
 
     def product_label(self, code: str) -> str:
         return self.products.get(code, (code, code))[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -30,7 +30,7 @@ from server.db.models import (
 )
 from server.errors import InvalidInput
 from server.services.catalog import Catalog, RuleView
-from server.services.customers import ProductUse, product_uses
+from server.services.customers import DETAIL_TREND_DAYS, ProductUse, TrendPoint, product_uses
 from server.services.tasks import TaskQuery, TaskView, list_tasks
 from server.web.access import CurrentUser
 
@@ -177,8 +177,7 @@ async def tasks_tab(
     session: AsyncSession, user: CurrentUser, account: Account, catalog: Catalog, today: dt.date
 ) -> TasksTab:
     query = TaskQuery(account_id=account.id, resolved=True, per_page=1000, sort="severity")
-    names = {rule.id: rule.name for rule in catalog.rules}
-    page = await list_tasks(session, user, query, today, names)
+    page = await list_tasks(session, user, query, today, catalog.rule_names())
     return TasksTab(
         active=[task for task in page.items if task.active],
         resolved=sorted(
@@ -224,7 +223,6 @@ class ChiTab:
     history: list[HistoryPoint]
     policy_version_id: int | None
     policy_hash: str | None
-    reasons: list[dict[str, Any]]
 
 
 async def chi_history(session: AsyncSession, account_id: str) -> list[HistoryPoint]:
@@ -248,7 +246,16 @@ async def version_of(session: AsyncSession, policy_hash: str | None) -> int | No
     return await session.scalar(select(PolicyVersion.id).where(PolicyVersion.content_hash == policy_hash))
 
 
-async def chi_tab(session: AsyncSession, account: Account, catalog: Catalog) -> ChiTab:
+def header_trend(history: Sequence[HistoryPoint], today: dt.date) -> list[TrendPoint]:
+    """The detail header's CHI trend from the history already read: what `customer_row` reads itself."""
+    since = today - dt.timedelta(days=DETAIL_TREND_DAYS)
+    return [TrendPoint(p.as_of, p.chi, p.band, p.policy_hash) for p in history if p.as_of >= since]
+
+
+async def chi_tab(
+    session: AsyncSession, account: Account, catalog: Catalog, history: list[HistoryPoint] | None = None
+) -> ChiTab:
+    """`history`: the customer's `chi_history` when the caller has read it already."""
     reasons = list(account.reasons or [])
     sections = []
     for section in catalog.sections:
@@ -271,10 +278,9 @@ async def chi_tab(session: AsyncSession, account: Account, catalog: Catalog) -> 
         chi=account.chi,
         band=account.band,
         sections=sections,
-        history=await chi_history(session, account.id),
+        history=await chi_history(session, account.id) if history is None else history,
         policy_version_id=await version_of(session, account.policy_hash),
         policy_hash=account.policy_hash,
-        reasons=reasons,
     )
 
 
@@ -602,10 +608,7 @@ class ActivityTab:
     nps_mean: float | None
     sentiment: list[SentimentItem]
     latest_sentiment: str | None
-    scored_at: dt.datetime | None
-    cadence: int | None = None
     open_tickets: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 async def activity_tab(
@@ -698,8 +701,6 @@ async def activity_tab(
         nps_mean=facts.get("nps_mean"),
         sentiment=sentiment,
         latest_sentiment=sentiment[0].value if sentiment else None,
-        scored_at=scored_at,
-        cadence=facts.get("cadence"),
         open_tickets=sum(1 for ticket in tickets if ticket.open),
     )
 
@@ -798,8 +799,14 @@ def _is_churn_category(category: str) -> bool:
 
 
 async def retention_tab(
-    session: AsyncSession, account: Account, catalog: Catalog, tasks: Sequence[TaskView], today: dt.date
+    session: AsyncSession,
+    account: Account,
+    catalog: Catalog,
+    tasks: Sequence[TaskView],
+    today: dt.date,
+    history: list[HistoryPoint] | None = None,
 ) -> RetentionTab:
+    """`history`: the customer's `chi_history` when the caller has read it already."""
     facts = account.facts or {}
     series = await load_series(session, account.id)
     lasts = [s.last_day for s in series.values() if s.last_day]
@@ -837,7 +844,8 @@ async def retention_tab(
                 weekly(days, activity.values.get("active_users", []), end, TREND_WEEKS, reduce="mean"),
             )
         )
-    history = await chi_history(session, account.id)
+    if history is None:
+        history = await chi_history(session, account.id)
     if history:
         account_trends.insert(0, TrendSeries("CHI", "score", [(p.as_of, float(p.chi)) for p in history[-26:]]))
     for trends in product_trends.values():

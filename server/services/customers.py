@@ -9,7 +9,7 @@ A filter is a `CustomerQuery`; it round-trips through the URL (`parse_customer_q
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -22,6 +22,7 @@ from server.db.models import Account, AccountTag, ChiPoint, Tag, Task, TaskState
 from server.errors import InvalidInput, NotFound
 from server.services.catalog import Catalog
 from server.services.paging import Paging
+from server.services.query_params import choices, contains_pattern, last_value, whole_number
 from server.services.tags import TagRef, tag_ref
 from server.services.tasks import open_counts_by_account, open_task_sql
 from server.web.access import CurrentUser
@@ -59,6 +60,7 @@ MODES = ("any", "all")
 RENEWAL_CHOICES = (30, 60, 90, 180, 365)
 RENEWAL_FLAG_DAYS = 90
 TREND_DAYS = 182
+DETAIL_TREND_DAYS = 3650
 MAX_TEXT = 200
 
 
@@ -135,25 +137,6 @@ class CustomerQuery:
         return self.url(path, sort=key, descending=descending, page=1)
 
 
-QUERY_KEYS = (
-    "q",
-    "tier",
-    "band",
-    "segment",
-    "renewal",
-    "product",
-    "product_mode",
-    "tag",
-    "tag_mode",
-    "csm",
-    "status",
-    "sort",
-    "dir",
-    "page",
-    "per_page",
-)
-
-
 def _clean_text(value: str, name: str) -> str:
     text = "".join(char for char in value.strip() if char.isprintable())
     if len(text) > MAX_TEXT:
@@ -161,71 +144,35 @@ def _clean_text(value: str, name: str) -> str:
     return text
 
 
-def _int(value: str, name: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidInput(f"'{name}' must be a whole number, not {value[:40]!r}", field=name) from None
-    if not low <= number <= high:
-        raise InvalidInput(f"'{name}' must be between {low} and {high}", field=name)
-    return number
-
-
-def _choices(values: Sequence[str], allowed: Iterable[str], name: str) -> list[str]:
-    allowed_set = list(allowed)
-    chosen: list[str] = []
-    for value in values:
-        if value == "":
-            continue
-        if value not in allowed_set:
-            listed = ", ".join(allowed_set[:12])
-            raise InvalidInput(f"unknown {name} {value[:60]!r}; expected one of {listed}", field=name)
-        if value not in chosen:
-            chosen.append(value)
-    return chosen
-
-
-def _one(params: Mapping[str, list[str]], name: str) -> str:
-    values = [value for value in params.get(name, []) if value != ""]
-    return values[-1] if values else ""
-
-
 def parse_customer_query(params: Mapping[str, list[str]], catalog: Catalog) -> CustomerQuery:
     """A `CustomerQuery` from URL parameters; anything invalid is a 400 naming the parameter."""
     query = CustomerQuery()
-    query.q = _clean_text(_one(params, "q"), "q")
-    query.tiers = _choices(params.get("tier", []), catalog.tiers, "tier")
-    query.bands = _choices(params.get("band", []), [*(band.name for band in catalog.bands), "none"], "band")
-    query.segments = _choices(params.get("segment", []), [sid for sid, _ in catalog.segments], "segment")
-    renewal = _one(params, "renewal")
-    query.renewal_within = _int(renewal, "renewal", 0, 3650) if renewal else None
-    query.products = _choices(params.get("product", []), catalog.products, "product")
-    query.product_mode = _choices([_one(params, "product_mode") or "any"], MODES, "product_mode")[0]
+    query.q = _clean_text(last_value(params, "q"), "q")
+    query.tiers = choices(params.get("tier", []), catalog.tiers, "tier")
+    query.bands = choices(params.get("band", []), [*(band.name for band in catalog.bands), "none"], "band")
+    query.segments = choices(params.get("segment", []), [sid for sid, _ in catalog.segments], "segment")
+    renewal = last_value(params, "renewal")
+    query.renewal_within = whole_number(renewal, "renewal", 0, 3650) if renewal else None
+    query.products = choices(params.get("product", []), catalog.products, "product")
+    query.product_mode = choices([last_value(params, "product_mode") or "any"], MODES, "product_mode")[0]
     tags: list[int] = []
     for value in params.get("tag", []):
         if value != "":
-            tag_id = _int(value, "tag", 1, 2**31 - 1)
+            tag_id = whole_number(value, "tag", 1, 2**31 - 1)
             if tag_id not in tags:
                 tags.append(tag_id)
     query.tags = tags
-    query.tag_mode = _choices([_one(params, "tag_mode") or "any"], MODES, "tag_mode")[0]
+    query.tag_mode = choices([last_value(params, "tag_mode") or "any"], MODES, "tag_mode")[0]
     query.csms = [_clean_text(value, "csm") for value in params.get("csm", []) if value.strip()]
-    query.statuses = _choices(params.get("status", []), STATUSES, "status")
-    query.sort = _choices([_one(params, "sort") or "chi"], SORTS, "sort")[0]
-    direction = _choices([_one(params, "dir") or "asc"], ("asc", "desc"), "dir")[0]
+    query.statuses = choices(params.get("status", []), STATUSES, "status")
+    query.sort = choices([last_value(params, "sort") or "chi"], SORTS, "sort")[0]
+    direction = choices([last_value(params, "dir") or "asc"], ("asc", "desc"), "dir")[0]
     query.descending = direction == "desc"
-    page = _one(params, "page")
-    query.page = _int(page, "page", 1, 100_000) if page else 1
-    per_page = _one(params, "per_page")
-    query.per_page = _int(per_page, "per_page", 1, 200) if per_page else 50
+    page = last_value(params, "page")
+    query.page = whole_number(page, "page", 1, 100_000) if page else 1
+    per_page = last_value(params, "per_page")
+    query.per_page = whole_number(per_page, "per_page", 1, 200) if per_page else 50
     return query
-
-
-def params_of(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    params: dict[str, list[str]] = {}
-    for key, value in pairs:
-        params.setdefault(key, []).append(value)
-    return params
 
 
 # ── SQL ─────────────────────────────────────────────────────────────────────────────────
@@ -243,14 +190,10 @@ def _status_condition(status: str) -> ColumnElement[bool]:
     return and_(Account.has_active_order.is_(True), _overdue_invoices() == 0)
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def customer_conditions(user: CurrentUser, query: CustomerQuery, today: dt.date) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [user.customer_filter()]
     if query.q:
-        pattern = f"%{_escape_like(query.q)}%"
+        pattern = contains_pattern(query.q)
         conditions.append(
             or_(
                 Account.name.ilike(pattern, escape="\\"),
@@ -585,24 +528,25 @@ async def get_account(session: AsyncSession, user: CurrentUser, account_id: str)
     return account
 
 
+async def customer_row(
+    session: AsyncSession, account: Account, catalog: Catalog, today: dt.date, trend: list[TrendPoint] | None = None
+) -> CustomerRow:
+    """The row of a customer already fetched through the access filter (the detail page's header).
+
+    `trend`: the CHI trend when the caller has read the CHI history anyway; else it is read here.
+    """
+    tags = await tags_by_account(session, [account.id])
+    counts = await open_counts_by_account(session, [account.id], today)
+    if trend is None:
+        trend = (await trends_by_account(session, [account.id], today, days=DETAIL_TREND_DAYS)).get(account.id)
+    return to_row(account, catalog, today, tags.get(account.id), counts.get(account.id), trend)
+
+
 async def get_customer_row(
     session: AsyncSession, user: CurrentUser, account_id: str, catalog: Catalog, today: dt.date
 ) -> tuple[Account, CustomerRow]:
     account = await get_account(session, user, account_id)
-    tags = await tags_by_account(session, [account.id])
-    counts = await open_counts_by_account(session, [account.id], today)
-    trends = await trends_by_account(session, [account.id], today, days=3650)
-    return account, to_row(
-        account, catalog, today, tags.get(account.id), counts.get(account.id), trends.get(account.id)
-    )
-
-
-async def visible_ids(session: AsyncSession, user: CurrentUser, account_ids: Sequence[str]) -> set[str]:
-    if not account_ids:
-        return set()
-    return set(
-        await session.scalars(select(Account.id).where(Account.id.in_(list(account_ids)), user.customer_filter()))
-    )
+    return account, await customer_row(session, account, catalog, today)
 
 
 async def csm_choices(session: AsyncSession, user: CurrentUser) -> list[str]:

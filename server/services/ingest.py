@@ -174,7 +174,7 @@ def _advance(stream: Iterator[tuple[str, list[Any], list[bytes]]], ingestion: In
     return True
 
 
-def _merge_series(stored: str | None, series: Series, as_of: dt.date) -> tuple[dt.date, dt.date, str]:
+def merge_series(stored: str | None, series: Series, as_of: dt.date) -> tuple[dt.date, dt.date, str]:
     """This snapshot's days over the stored history, trimmed to HISTORY_DAYS, as the stored JSON."""
     fields = series.fields
     values = attrgetter(*fields)
@@ -188,10 +188,10 @@ def _merge_series(stored: str | None, series: Series, as_of: dt.date) -> tuple[d
     horizon = as_of.toordinal() - HISTORY_DAYS + 1
     kept = [day for day in days if day >= horizon] or list(days)
     first, last = min(kept), max(kept)
-    columns: list[list[Any]] = [[None] * (last - first + 1) for _ in fields]
-    for day in kept:
-        for column, value in zip(columns, days[day], strict=True):
-            column[day - first] = value
+    # Day by day (a gap is a row of nulls), then turned into one column per field.
+    gap = (None,) * len(fields)
+    by_day = [days.get(day, gap) for day in range(first, last + 1)]
+    columns = [list(column) for column in zip(*by_day, strict=True)]
     data = {"start": dt.date.fromordinal(first).isoformat(), **dict(zip(fields, columns, strict=True))}
     return dt.date.fromordinal(first), dt.date.fromordinal(last), msgspec.json.encode(data).decode()
 
@@ -209,7 +209,7 @@ async def write_series(session: AsyncSession, batch: list[Series], as_of: dt.dat
     rows = []
     for series in batch:
         previous = stored.get((series.account_id, series.name))
-        first, last, data = _merge_series(previous, series, as_of)
+        first, last, data = merge_series(previous, series, as_of)
         if data != previous:
             rows.append(
                 {

@@ -27,7 +27,8 @@ COLUMNS_KEY = "overview.columns"
 TABS_KEY = "customer.tabs"
 MAX_TABS = 12
 DETAIL_TABS = ("tasks", "chi", "commercial", "usage", "activity", "retention")
-FILTER_PAGES = ("overview", "dashboard")
+FILTER_PAGE_PATHS = {"overview": "/", "dashboard": "/dashboard"}
+FILTER_PAGES = tuple(FILTER_PAGE_PATHS)
 MAX_FILTER_NAME = 120
 MAX_QUERY = 2000
 
@@ -167,6 +168,12 @@ def clean_query(query: str) -> str:
         raise InvalidInput(f"the filter is too long (at most {MAX_QUERY} characters)", field="query")
     pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=False) if k != "page"]
     return urlencode(pairs)
+
+
+def filter_url(saved: SavedFilter) -> str:
+    """Where a saved filter opens: its page, with its query."""
+    path = FILTER_PAGE_PATHS.get(saved.page, "/")
+    return f"{path}?{saved.query}" if saved.query else path
 
 
 async def list_filters(session: AsyncSession, user: CurrentUser, page: str | None = None) -> list[SavedFilter]:

@@ -18,7 +18,7 @@ gives optimistic concurrency: a change based on an older version is refused with
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -30,7 +30,9 @@ from server.db.base import utcnow
 from server.db.models import Account, PolicyVersion, Task, TaskEvent, TaskState
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.services import audit
+from server.services.catalog import Catalog
 from server.services.paging import Paging
+from server.services.query_params import choices, contains_pattern, last_value, whole_number
 from server.web.access import Capability, CurrentUser
 
 SYSTEM = "system"
@@ -296,7 +298,7 @@ def _task_conditions(user: CurrentUser, query: TaskQuery, today: dt.date) -> lis
         end_of_week = today + dt.timedelta(days=6 - today.weekday())
         conditions.append(and_(Task.due_on >= today, Task.due_on <= end_of_week))
     if query.q:
-        pattern = f"%{_escape_like(query.q)}%"
+        pattern = contains_pattern(query.q)
         conditions.append(
             or_(
                 Task.title.ilike(pattern, escape="\\"),
@@ -305,10 +307,6 @@ def _task_conditions(user: CurrentUser, query: TaskQuery, today: dt.date) -> lis
             )
         )
     return conditions
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def severity_rank_sql() -> ColumnElement[int]:
@@ -518,24 +516,16 @@ def _check_version(current: TaskState | None, expected_version: int | None) -> N
         )
 
 
-async def _write_state(
-    session: AsyncSession, task_id: str, current: TaskState | None, expected_version: int | None, values: dict[str, Any]
-) -> int:
-    """Write the CSM-owned columns with an optimistic version check; returns the new version."""
+async def _write_state(session: AsyncSession, task_id: str, current: TaskState | None, values: dict[str, Any]) -> int:
+    """Write the CSM-owned columns; returns the new version.
+
+    The caller has checked the version the user saw (`_check_version`); the `WHERE version`
+    refuses a change that another request wrote since this one read the state.
+    """
     if current is None:
-        if expected_version not in (None, 0):
-            raise Conflict(
-                "This task was changed by someone else meanwhile; reload it and try again.",
-                extra={"current_version": 0},
-            )
         await session.execute(insert(TaskState).values(task_id=task_id, version=1, **values))
         return 1
     version = current.version
-    if expected_version is not None and expected_version != version:
-        raise Conflict(
-            f"This task was changed by {current.updated_by or 'someone else'} meanwhile; reload it and try again.",
-            extra={"current_version": version},
-        )
     result = await session.execute(
         update(TaskState)
         .where(TaskState.task_id == task_id, TaskState.version == version)
@@ -603,7 +593,7 @@ async def change_state(
         values.update(state=target.value, snoozed_until=None, state_before_snooze=None)
         kind = "wake" if current == TaskStatus.SNOOZED else "state"
         events.append(_event(task_id, user.email, kind, current.value, target.value, now))
-    await _write_state(session, task_id, state, expected_version, values)
+    await _write_state(session, task_id, state, values)
     session.add_all(events)
     await audit.record(
         session,
@@ -642,9 +632,10 @@ async def add_comment(
 ) -> TaskView:
     comment = clean_comment(text)
     _task, state = await _load_for_edit(session, user, task_id)
+    _check_version(state, expected_version)
     now = utcnow()
     values: dict[str, Any] = {"comment": comment, "updated_by": user.email, "updated_at": now}
-    await _write_state(session, task_id, state, expected_version, values)
+    await _write_state(session, task_id, state, values)
     session.add(_event(task_id, user.email, "comment", None, comment, now))
     await audit.record(
         session,
@@ -782,52 +773,28 @@ async def open_counts_by_account(
 # ── the dashboard's filter in the URL ───────────────────────────────────────────────────
 
 
-def _task_choices(values: Sequence[str], allowed: Sequence[str], name: str) -> list[str]:
-    chosen: list[str] = []
-    for value in values:
-        if not value:
-            continue
-        if value not in allowed:
-            raise InvalidInput(f"unknown {name} {value[:60]!r}; expected one of {', '.join(allowed[:15])}", field=name)
-        if value not in chosen:
-            chosen.append(value)
-    return chosen
+def _choices(values: Sequence[str], allowed: Iterable[str], name: str) -> list[str]:
+    return choices(values, allowed, name, listed=15)
 
 
-def _last(params: dict[str, list[str]], name: str) -> str:
-    values = [value for value in params.get(name, []) if value]
-    return values[-1] if values else ""
-
-
-def _number(value: str, name: str, low: int, high: int, default: int) -> int:
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidInput(f"'{name}' must be a whole number, not {value[:40]!r}", field=name) from None
-    if not low <= number <= high:
-        raise InvalidInput(f"'{name}' must be between {low} and {high}", field=name)
-    return number
-
-
-def parse_task_query(
-    params: dict[str, list[str]], rules: Sequence[str], categories: Sequence[str], user: CurrentUser
-) -> TaskQuery:
+def parse_task_query(params: Mapping[str, list[str]], catalog: Catalog, user: CurrentUser) -> TaskQuery:
     """A `TaskQuery` from URL parameters; anything invalid is a 400 naming the parameter."""
     query = TaskQuery()
-    query.severities = _task_choices(params.get("severity", []), list(SEVERITY_ORDER), "severity")
-    query.categories = _task_choices(params.get("category", []), list(categories), "category")
-    query.rules = _task_choices(params.get("rule", []), list(rules), "rule")
-    query.states = _task_choices(params.get("state", []), [s.value for s in TaskStatus], "state")
-    query.due = _task_choices([_last(params, "due")], DUE_CHOICES, "due")[0] if _last(params, "due") else ""
-    query.csm = _last(params, "csm")[:320] if user.sees_every_customer else ""
-    query.q = "".join(char for char in _last(params, "q") if char.isprintable())[:200]
-    query.resolved = _last(params, "resolved") in ("1", "true", "yes")
-    query.sort = _task_choices([_last(params, "sort") or "severity"], SORTS, "sort")[0]
-    query.descending = _task_choices([_last(params, "dir") or "asc"], ("asc", "desc"), "dir")[0] == "desc"
-    query.page = _number(_last(params, "page"), "page", 1, 100_000, 1)
-    query.per_page = _number(_last(params, "per_page"), "per_page", 1, 200, 50)
+    query.severities = _choices(params.get("severity", []), SEVERITY_ORDER, "severity")
+    query.categories = _choices(params.get("category", []), catalog.categories, "category")
+    query.rules = _choices(params.get("rule", []), [rule.id for rule in catalog.rules], "rule")
+    query.states = _choices(params.get("state", []), [s.value for s in TaskStatus], "state")
+    due = last_value(params, "due")
+    query.due = _choices([due], DUE_CHOICES, "due")[0] if due else ""
+    query.csm = last_value(params, "csm")[:320] if user.sees_every_customer else ""
+    query.q = "".join(char for char in last_value(params, "q") if char.isprintable())[:200]
+    query.resolved = last_value(params, "resolved") in ("1", "true", "yes")
+    query.sort = _choices([last_value(params, "sort") or "severity"], SORTS, "sort")[0]
+    query.descending = _choices([last_value(params, "dir") or "asc"], ("asc", "desc"), "dir")[0] == "desc"
+    page = last_value(params, "page")
+    query.page = whole_number(page, "page", 1, 100_000) if page else 1
+    per_page = last_value(params, "per_page")
+    query.per_page = whole_number(per_page, "per_page", 1, 200) if per_page else 50
     return query
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 from litestar import Request
@@ -51,11 +52,21 @@ async def catalog(request: AnyRequest, session: AsyncSession) -> Catalog:
     return await load_catalog(session, settings_of(request).policy_dir)
 
 
-def query_lists(request: AnyRequest) -> dict[str, list[str]]:
+def _params_of(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Query-string pairs as each name's values, the form the filters' parsers read."""
     params: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
+    for key, value in pairs:
         params.setdefault(key, []).append(value)
     return params
+
+
+def query_lists(request: AnyRequest) -> dict[str, list[str]]:
+    return _params_of(request.query_params.multi_items())
+
+
+def url_query_lists(url: str) -> dict[str, list[str]]:
+    """The query of a page's URL (a form's `next`), to redraw that page's list after a change."""
+    return _params_of(parse_qsl(urlsplit(url).query))
 
 
 def htmx_target(request: AnyRequest) -> str:

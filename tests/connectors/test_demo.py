@@ -16,7 +16,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from connectors.demo import ENTITIES, DemoStats, write_demo_snapshot
+from connectors.demo import DemoStats, write_demo_snapshot
+from engine.snapshot import FILE_ENTITIES
 from schemas import SCHEMA_DIR, load_schema
 
 AS_OF = dt.date(2026, 12, 4)
@@ -30,7 +31,7 @@ Rows = dict[str, list[dict[str, Any]]]
 def load(folder: pathlib.Path) -> tuple[dict[str, Any], Rows]:
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     rows: Rows = {}
-    for entity in ENTITIES:
+    for entity in FILE_ENTITIES:
         path = folder / f"{entity}.jsonl"
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
         rows[entity] = [json.loads(line) for line in lines if line.strip()]
@@ -85,7 +86,7 @@ def test_first_accounts_do_not_depend_on_how_many_are_generated(tmp_path: pathli
     write_demo_snapshot(tmp_path / "large", accounts=3 * k, seed=SEED, as_of=AS_OF)
     small, large = file_bytes(tmp_path / "small"), file_bytes(tmp_path / "large")
     assert small["manifest.json"] == large["manifest.json"]
-    for entity in ENTITIES:
+    for entity in FILE_ENTITIES:
         name = f"{entity}.jsonl"
         assert small[name], name
         assert large[name].startswith(small[name]), name
@@ -94,7 +95,7 @@ def test_first_accounts_do_not_depend_on_how_many_are_generated(tmp_path: pathli
 
 # --- Schemas -------------------------------------------------------------------------------------
 
-SCHEMA_NAMES = ("manifest", *ENTITIES)
+SCHEMA_NAMES = ("manifest", *FILE_ENTITIES)
 
 
 def validator(name: str) -> jsonschema.Draft202012Validator:
@@ -104,7 +105,7 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
 
 def schema_errors(manifest: dict[str, Any], rows: Rows) -> list[str]:
     errors = [f"manifest: {e.message}" for e in validator("manifest").iter_errors(manifest)]
-    for entity in ENTITIES:
+    for entity in FILE_ENTITIES:
         check = validator(entity)
         for line, row in enumerate(rows[entity], start=1):
             errors += [f"{entity}.jsonl:{line}: {e.message}" for e in check.iter_errors(row)]
@@ -193,7 +194,7 @@ def validity_problems(manifest: dict[str, Any], rows: Rows) -> list[str]:
         counts = collections.Counter(row["id"] for row in rows[entity])
         problems += [f"{entity}: duplicate id {i}" for i, n in counts.items() if n > 1]
     account_ids = {row["id"] for row in rows["accounts"]}
-    for entity in ENTITIES[1:]:
+    for entity in FILE_ENTITIES[1:]:
         problems += [f"{entity}: unknown account {r['account_id']}" for r in rows[entity]
                      if r["account_id"] not in account_ids]  # fmt: skip
     usage_keys = collections.Counter((r["account_id"], r["product"], r["date"]) for r in rows["usage"])
@@ -245,7 +246,7 @@ def test_stats_match_the_files(snapshot: tuple) -> None:
     folder, stats, manifest, rows = snapshot
     assert manifest == {"format": "csm-snapshot/1", "as_of": "2026-12-04", "source": "demo",
                         "products": ["VM", "PC", "WAS"]}  # fmt: skip
-    assert stats.row_counts == {entity: len(rows[entity]) for entity in ENTITIES}
+    assert stats.row_counts == {entity: len(rows[entity]) for entity in FILE_ENTITIES}
     assert stats.total_rows == sum(len(r) for r in rows.values())
     assert stats.bytes_written == sum(path.stat().st_size for path in folder.iterdir())
     assert stats.csms == len({r["csm"] for r in rows["accounts"]}) == 3
@@ -257,7 +258,7 @@ def test_zero_accounts_writes_empty_files(tmp_path: pathlib.Path) -> None:
     assert stats.total_rows == 0
     assert stats.csms == 0
     assert sorted(p.name for p in (tmp_path / "new" / "folder").iterdir()) == sorted(
-        ["manifest.json", *(f"{e}.jsonl" for e in ENTITIES)]
+        ["manifest.json", *(f"{e}.jsonl" for e in FILE_ENTITIES)]
     )
 
 
