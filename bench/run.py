@@ -6,6 +6,7 @@
 Each measured phase runs in its own process, so its peak memory (max RSS) is its own:
 
 1. decode: every line of every file decoded by msgspec into the engine's row structs, nothing else;
+   then fold: decoded, checked, folded and every customer evaluated, nothing stored (the floor of a run);
 2. run: `csm run` on a fresh SQLite database (read, check, fold, evaluate, store customer data,
    stage, scores and tasks);
 3. re-run: the same snapshot and policies again (`--force`): must write zero task rows;
@@ -54,6 +55,29 @@ def phase_decode(snapshot: Path) -> dict[str, Any]:
                 decoder.decode(line)
                 rows += 1
     return {"seconds": time.perf_counter() - started, "rows": rows, "peak_mb": peak_rss_mb()}
+
+
+def phase_fold(snapshot: Path) -> dict[str, Any]:
+    """The engine's part alone, nothing kept for the portal and nothing stored: the floor of a run."""
+    import gc
+
+    from connectors.files import ReadReport, SnapshotFolderReader
+    from engine import Evaluator, load_policies
+
+    started = time.perf_counter()
+    reader = SnapshotFolderReader(snapshot)
+    evaluator = Evaluator(load_policies(ROOT / "policies"), reader.as_of)
+    gc.disable()  # as the run does while it reads
+    for entity, rows, _lines in reader.batches(ReadReport()):
+        if entity == "accounts":
+            for account in rows:
+                evaluator.add_account(account)
+        else:
+            evaluator.add_rows(entity, rows)
+    read = time.perf_counter() - started
+    for _result in evaluator.results():
+        pass
+    return {"seconds": time.perf_counter() - started, "read_seconds": read, "peak_mb": peak_rss_mb()}
 
 
 def phase_run(snapshot: Path, database: str, force: bool) -> dict[str, Any]:
@@ -176,6 +200,9 @@ def main() -> None:
     if args.phase == "decode":
         print(json.dumps(phase_decode(Path(args.snapshot))))
         return
+    if args.phase == "fold":
+        print(json.dumps(phase_fold(Path(args.snapshot))))
+        return
     if args.phase == "run":
         print(json.dumps(phase_run(Path(args.snapshot), args.database, args.force == "yes")))
         return
@@ -199,6 +226,7 @@ def main() -> None:
     database = f"sqlite+aiosqlite:///{database_file}"
 
     decode = child("decode", snapshot=str(snapshot))
+    fold = child("fold", snapshot=str(snapshot))
     run = child("run", snapshot=str(snapshot), database=database, force="no")
     rerun = child("run", snapshot=str(snapshot), database=database, force="yes")
     workers = [] if args.skip_workers else [w for w in (workers_phase(snapshot, 1), workers_phase(snapshot, 2)) if w]
@@ -216,6 +244,13 @@ def main() -> None:
         f"{decode['rows'] / decode['seconds']:,.0f}",
         f"{decode['peak_mb']:,.0f} MB",
         "the baseline",
+    )
+    table.add_row(
+        "read, check, fold, evaluate only",
+        f"{fold['seconds']:.1f}",
+        f"{decode['rows'] / fold['seconds']:,.0f}",
+        f"{fold['peak_mb']:,.0f} MB",
+        f"{fold['seconds'] / decode['seconds']:.1f}x decode: the engine alone, nothing stored",
     )
     table.add_row(
         "run end to end, SQLite",
@@ -247,6 +282,7 @@ def main() -> None:
                 "accounts": args.accounts,
                 "bytes": size,
                 "decode": decode,
+                "fold": fold,
                 "run": run,
                 "rerun": rerun,
                 "workers": workers,

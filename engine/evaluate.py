@@ -44,8 +44,14 @@ class Evaluator:
         fold = self._folds.get(entity)
         if fold is not None:
             states = self.states
+            # Rows come grouped by customer: a state looked up once serves the customer's run of rows.
+            account_id: str | None = None
+            state: list[Any] = []
             for row in rows:
-                fold(states[row.account_id], row)
+                if row.account_id != account_id:
+                    account_id = row.account_id
+                    state = states[account_id]
+                fold(state, row)
 
     def evaluate(self, account_id: str) -> tuple[dict[str, Any] | None, AccountResult]:
         """The customer's facts (None if they could not be derived) and its result."""

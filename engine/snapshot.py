@@ -411,16 +411,23 @@ class RowChecker:
                 if problem is not None:
                     problems.append((index, *problem))
             return problems
+        # Rows come grouped by customer (and product): what the previous row looked up is
+        # remembered, because with 100,000 customers each lookup in the big tables is a cache miss.
         accounts = self.accounts
         as_of_ordinal = self.as_of.toordinal()
         usage = entity == "usage"
         days_of = self._usage_days
         bad: list[tuple[int, str | None, str]] = []
+        known = None  # the last account id found in `accounts`
+        key: tuple[str, str] | None = None  # the (account, product) whose usage days are in `days`
+        days = 0
         for index, row in enumerate(rows):
             account_id = row.account_id
-            if account_id not in accounts:
-                bad.append((index, "account_id", f"unknown account {account_id!r} (not in accounts.jsonl)"))
-                continue
+            if account_id != known:
+                if account_id not in accounts:
+                    bad.append((index, "account_id", f"unknown account {account_id!r} (not in accounts.jsonl)"))
+                    continue
+                known = account_id
             offset = as_of_ordinal - row.date.toordinal()
             if offset < 0:
                 bad.append(
@@ -428,13 +435,18 @@ class RowChecker:
                 )
                 continue
             if usage:
-                key = (account_id, row.product)
+                if key is None or key[0] != account_id or key[1] != row.product:
+                    if key is not None:
+                        days_of[key] = days
+                    key = (account_id, row.product)
+                    days = days_of.get(key, 0)
                 bit = 1 << offset
-                days = days_of.get(key, 0)
                 if days & bit:
                     bad.append((index, *self._second_usage_row(row)))
                     continue
-                days_of[key] = days | bit
+                days |= bit
+        if key is not None:
+            days_of[key] = days
         return bad
 
     @staticmethod

@@ -10,10 +10,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 from msgspec import Struct
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import RecoveryCode
 from server.errors import Conflict
 from server.services.audit import record_as
 from server.services.security_settings import (
@@ -21,6 +19,7 @@ from server.services.security_settings import (
     set_two_factor_requirement,
     two_factor_requirement,
 )
+from server.services.twofactor import remaining_recovery_codes_by_user
 from server.services.users import (
     change_role,
     end_sessions,
@@ -67,15 +66,7 @@ async def users_page(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], ok: FromQuery[str] = ""
 ) -> Template:
     users = await list_users(db_session)
-    unused = dict(
-        (
-            await db_session.execute(
-                select(RecoveryCode.user_id, func.count())
-                .where(RecoveryCode.used_at.is_(None))
-                .group_by(RecoveryCode.user_id)
-            )
-        ).all()
-    )
+    unused = await remaining_recovery_codes_by_user(db_session)
     requirement = await two_factor_requirement(db_session)
     return Template(
         "admin/users.html",

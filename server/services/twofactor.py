@@ -229,3 +229,11 @@ async def remaining_recovery_codes(session: AsyncSession, user_id: int) -> int:
         .where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
     )
     return int(count or 0)
+
+
+async def remaining_recovery_codes_by_user(session: AsyncSession) -> dict[int, int]:
+    """Unused recovery codes per user (users with none are left out)."""
+    counts = await session.execute(
+        select(RecoveryCode.user_id, func.count()).where(RecoveryCode.used_at.is_(None)).group_by(RecoveryCode.user_id)
+    )
+    return dict(counts.tuples().all())
