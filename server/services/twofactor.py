@@ -236,4 +236,4 @@ async def remaining_recovery_codes_by_user(session: AsyncSession) -> dict[int, i
     counts = await session.execute(
         select(RecoveryCode.user_id, func.count()).where(RecoveryCode.used_at.is_(None)).group_by(RecoveryCode.user_id)
     )
-    return dict(counts.tuples().all())
+    return dict(counts.all())
