@@ -85,11 +85,9 @@ def _decode_block(
     report: ReadReport,
 ) -> tuple[list[Any], Sequence[int], list[bytes]]:
     """Decode every line; a bad one is reported and left out (with its number, from `numbers`)."""
-    rows = []
     decode = decoder.decode
     try:
-        for line in lines:
-            rows.append(decode(line))
+        rows = [decode(line) for line in lines]
         if max(map(len, lines), default=0) <= MAX_LINE_BYTES:
             return rows, numbers, lines
     except (msgspec.ValidationError, msgspec.DecodeError):

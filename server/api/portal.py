@@ -580,6 +580,13 @@ async def api_set_columns(
     return ColumnsOut(await preferences.set_columns(db_session, current_user(request), data.columns), COLUMNS)
 
 
+@delete(
+    "/api/preferences/columns", opt=SIGNED_IN, tags=ME, summary="Back to the default overview columns", status_code=200
+)
+async def api_reset_columns(request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> ColumnsOut:
+    return ColumnsOut(await preferences.reset_columns(db_session, current_user(request)), COLUMNS)
+
+
 @get("/api/preferences/tabs", opt=SIGNED_IN, tags=ME, summary="Your open customer tabs")
 async def api_tabs(request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> list[OpenTabOut]:
     return [convert(tab, OpenTabOut) for tab in await preferences.open_tabs(db_session, current_user(request))]
@@ -592,6 +599,11 @@ async def api_close_tab(
     request: AnyRequest, db_session: NamedDependency[AsyncSession], account_id: FromPath[str]
 ) -> None:
     await preferences.close_tab(db_session, current_user(request), account_id)
+
+
+@delete("/api/preferences/tabs", opt=SIGNED_IN, tags=ME, summary="Close every customer tab", status_code=204)
+async def api_close_all_tabs(request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> None:
+    await preferences.close_all_tabs(db_session, current_user(request))
 
 
 ROUTES = [
@@ -627,4 +639,6 @@ ROUTES = [
     api_set_columns,
     api_tabs,
     api_close_tab,
+    api_close_all_tabs,
+    api_reset_columns,
 ]

@@ -148,6 +148,7 @@ async def _changed_task(
             "flash": message,
             "can_edit_tasks": True,
             "catalog": cat,
+            "back": safe_next(form.get("next"), "/dashboard") if show_customer else "",
         },
         with_tabs=False,
     )

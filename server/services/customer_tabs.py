@@ -684,6 +684,9 @@ async def activity_tab(
         sentiment.append(
             SentimentItem(entry.recorded_on, entry.value, entry.recorded_by, entry.note, "portal", pending)
         )
+    # Newest first, as the engine reads them: a portal entry wins its day, and of two on the same
+    # day (or two snapshot rows) the one that came later.
+    sentiment.reverse()
     sentiment.sort(key=lambda s: (s.recorded_on or dt.date.min, s.source == "portal"), reverse=True)
     facts = account.facts or {}
     login_on = facts.get("last_login_on")

@@ -144,6 +144,10 @@ async def test_sentiment_shows_at_once_and_the_next_run_uses_it(portal: Portal) 
     assert 'id="activity-entries"' in recorded.text
     assert "New champion, very engaged" in recorded.text
     assert "waiting for the next run" in recorded.text
+    # The tab's sentiment card, outside the swapped entries, is redrawn out of band.
+    card = recorded.text.split('id="sentiment-card"', 1)[1].split("</div>", 1)[0]
+    assert 'hx-swap-oob="true"' in card
+    assert "Positive" in card
     api = await csm.post_json(f"/api/customers/{account.id}/sentiment", {"value": "negatively"})
     assert (api.status_code, api.json()["field"]) == (400, "value")
     entries = await db_rows(
@@ -167,6 +171,9 @@ async def test_sentiment_shows_at_once_and_the_next_run_uses_it(portal: Portal) 
     assert ("customer.sentiment_recorded",) in [
         tuple(r) for r in await db_rows(portal.db.url, select(AuditEvent.action))
     ]
+    # A second entry the same day is the latest, as the engine reads it.
+    again = await csm.htmx("POST", f"/customers/{account.id}/sentiment", "activity-entries", data={"value": "neutral"})
+    assert "Neutral" in again.text.split('id="sentiment-card"', 1)[1].split("</div>", 1)[0]
 
 
 async def test_a_meeting_outcome_resolves_its_task_on_the_next_run(portal: Portal) -> None:

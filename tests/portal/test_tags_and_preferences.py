@@ -171,6 +171,8 @@ async def test_column_preferences_persist_per_user(portal: Portal) -> None:
     )
     assert moved.status_code == 200
     assert (await admin.get("/api/preferences/columns")).json()["columns"] == ["acv", "tags", "chi"]
+    reset = await admin.delete("/api/preferences/columns")
+    assert (reset.status_code, reset.json()["columns"]) == (200, default["columns"])
     await admin.post("/settings/columns", {"column": ["acv", "tags", "chi"], "hide": "acv"})
     await admin.post("/settings/columns", {"column": ["tags", "chi"], "show": "renewal"})
     assert (await admin.get("/api/preferences/columns")).json()["columns"] == ["tags", "chi", "renewal"]
@@ -204,6 +206,11 @@ async def test_open_customer_tabs_survive_and_close(portal: Portal) -> None:
     assert f'data-customer-tab="{first}"' not in other.text
     assert [t["id"] for t in (await csm.get("/api/preferences/tabs")).json()] == [third]
     assert (await csm.delete(f"/api/preferences/tabs/{third}")).status_code == 204
+    assert (await csm.get("/api/preferences/tabs")).json() == []
+    await csm.get(f"/customers/{first}/tasks")
+    await csm.get(f"/customers/{second}/tasks")
+    assert len((await csm.get("/api/preferences/tabs")).json()) == 2
+    assert (await csm.delete("/api/preferences/tabs")).status_code == 204  # close them all
     assert (await csm.get("/api/preferences/tabs")).json() == []
     rows = await db_rows(portal.db.url, select(UserPreference.key).where(UserPreference.user_email == me))
     assert ("customer.tabs",) in [tuple(row) for row in rows]

@@ -237,6 +237,35 @@ async def test_bulk_from_the_dashboard_page(portal: Portal) -> None:
     assert (plain.status_code, plain.headers["location"]) == (303, "/dashboard")
 
 
+async def test_a_task_changed_on_the_dashboard_without_javascript_comes_back_to_the_same_list(portal: Portal) -> None:
+    csm, tasks = await my_tasks(portal)
+    listing = "/dashboard?severity=High&severity=Medium"
+    page = await csm.get(listing)
+    task = next(task for task in tasks if f'id="task-{task.id}"' in page.text)
+    article = page.text.split(f'id="task-{task.id}"', 1)[1].split("</article>", 1)[0]
+    back = '<input type="hidden" name="next" value="/dashboard?severity=High&amp;severity=Medium'
+    assert back in article
+    version = int(article.split('name="version" value="', 1)[1].split('"', 1)[0])
+    plain = await csm.post(
+        f"/tasks/{task.id}/state",
+        {"to": "started", "version": str(version), "context": "dashboard", "next": listing},
+    )
+    assert plain.status_code == 303
+    assert plain.headers["location"] == "/dashboard?severity=High&severity=Medium"
+    # The fragment htmx swaps in keeps the way back for the task's next form.
+    fragment = await csm.htmx(
+        "POST",
+        f"/tasks/{task.id}/comment",
+        f"task-{task.id}",
+        data={"text": "called them", "version": str(version + 1), "context": "dashboard", "next": listing},
+    )
+    assert fragment.status_code == 200
+    assert back in fragment.text
+    # From the customer's page (no `next`), a change goes back to the customer's tasks.
+    other = await csm.post(f"/tasks/{task.id}/state", {"to": "in_progress", "version": str(version + 2)})
+    assert other.headers["location"] == f"/customers/{task.account_id}/tasks"
+
+
 async def test_a_task_the_engine_resolved_cannot_change_state(portal: Portal) -> None:
     csm, tasks = await my_tasks(portal)
     task = tasks[0]
