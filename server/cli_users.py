@@ -6,6 +6,7 @@ Every change is audited with the actor `cli` (whoever runs the command has the d
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -25,6 +26,7 @@ from server.services.security_settings import (
     set_two_factor_requirement,
     two_factor_requirement,
 )
+from server.services.twofactor import SeedBox, reseal_seeds
 from server.services.users import (
     change_role,
     create_user,
@@ -42,6 +44,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 ROLES = click.Choice([role.value for role in Role])
+PREVIOUS_KEY_VARIABLE = "CSM_PREVIOUS_SECRET_KEY"
 
 
 def _in_transaction(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
@@ -181,6 +184,27 @@ def register_user_commands(users: click.Group) -> None:
 
         _in_transaction(work)
         out.print(f"[green]two-factor removed for {email}[/]; they set it up again at next sign-in if required")
+
+    @users.command("reseal-2fa")
+    def users_reseal_2fa() -> None:
+        """After changing CSM_SECRET_KEY: seal every two-factor seed under the new key.
+
+        The key the seeds were sealed with is read from CSM_PREVIOUS_SECRET_KEY (an environment
+        variable, so it stays out of the shell's history). Run it before users sign in again."""
+        previous = os.environ.get(PREVIOUS_KEY_VARIABLE, "")
+        if not previous:
+            err.print(f"[red]set {PREVIOUS_KEY_VARIABLE} to the secret key the seeds were sealed with[/]")
+            sys.exit(1)
+
+        async def work(session: AsyncSession, settings: Settings) -> tuple[int, int]:
+            resealed, already = await reseal_seeds(session, SeedBox(previous), SeedBox(settings.secret()))
+            await record_as(
+                session, CLI, "settings.2fa_seeds_resealed", detail={"resealed": resealed, "already": already}
+            )
+            return resealed, already
+
+        resealed, already = _in_transaction(work)
+        out.print(f"[green]{resealed} two-factor seeds sealed under the new key[/] ({already} already were)")
 
     @users.command("require-2fa")
     @click.option("--all", "everyone", is_flag=True, help="Every user.")

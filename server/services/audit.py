@@ -60,6 +60,7 @@ ACTIONS: dict[str, str] = {
     "user.2fa_reset": "an admin removed a user's two-factor set-up",
     "user.recovery_codes_regenerated": "a user made new recovery codes (the old ones stop working)",
     "settings.2fa_requirement_changed": "an admin changed who must use two-factor sign-in",
+    "settings.2fa_seeds_resealed": "the two-factor seeds were sealed again under a new secret key",
     # authorisation
     "access.denied": "a signed-in user was refused (wrong role, someone else's object, CSRF, a protected field)",
     # the audit log itself and exports

@@ -11,6 +11,8 @@
 - Seeds are sealed at rest (`SeedBox`): AES-256-GCM under a key derived with HKDF from the app's
   secret key, with the user's id as associated data, so the database alone (a backup, a read-only
   leak) yields no codes, and a sealed seed copied onto another user does not open.
+- A new app secret key: `reseal_seeds` seals every seed again under it, from the previous key
+  (`csm users reseal-2fa`), so nobody's two-factor set-up is lost.
 - Ten recovery codes of 50 random bits each, shown once, stored as Argon2id hashes, each
   usable once (again an atomic compare-and-set on `used_at`).
 """
@@ -37,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.base import utcnow
 from server.db.models import RecoveryCode, User
+from server.errors import Conflict
 
 ISSUER = "CSM Portal"
 VALID_WINDOW = 1  # steps of 30 s either side
@@ -237,3 +240,31 @@ async def remaining_recovery_codes_by_user(session: AsyncSession) -> dict[int, i
         select(RecoveryCode.user_id, func.count()).where(RecoveryCode.used_at.is_(None)).group_by(RecoveryCode.user_id)
     )
     return dict(counts.all())
+
+
+async def reseal_seeds(session: AsyncSession, previous: SeedBox, current: SeedBox) -> tuple[int, int]:
+    """Seal every TOTP seed under `current`, opening it with `previous` (after a key rotation).
+
+    Returns (resealed, already under `current`). Seeds that open under neither key are a
+    Conflict naming their users, and nothing is changed: a wrong previous key loses nothing.
+    """
+    users = list(await session.scalars(select(User).where(User.totp_secret.is_not(None)).order_by(User.id)))
+    resealed: list[tuple[User, str]] = []
+    already = 0
+    unreadable = []
+    for user in users:
+        assert user.totp_secret is not None
+        if current.open(user.totp_secret, user.id) is not None:
+            already += 1
+        elif (seed := previous.open(user.totp_secret, user.id)) is not None:
+            resealed.append((user, current.seal(seed, user.id)))
+        else:
+            unreadable.append(user.email)
+    if unreadable:
+        raise Conflict(
+            f"{len(unreadable)} two-factor seeds open under neither key ({', '.join(unreadable[:10])}); "
+            "nothing was changed. Give the key they were sealed with, or reset their two-factor."
+        )
+    for user, sealed in resealed:
+        user.totp_secret = sealed
+    return len(resealed), already

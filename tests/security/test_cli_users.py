@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from server.cli import DEMO_PASSWORD, main
 from tests.conftest import POLICY_DIR
-from tests.security.helpers import Browser, audit_events, location, running, user_row
+from tests.security.helpers import Browser, audit_events, enable_totp, location, running, seed_users, user_row
 
 
 @pytest.fixture
@@ -95,3 +96,39 @@ async def test_users_commands(cli_env: dict[str, str], sqlite_url: str) -> None:
         "settings.2fa_requirement_changed",
     ]
     assert os.environ["CSM_DATABASE_URL"] == sqlite_url
+
+
+async def test_reseal_2fa_keeps_two_factor_working_across_a_key_change(
+    cli_env: dict[str, str], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new_key = "the-next-secret-key-for-the-security-suite-987654321"
+    await seed_users(sqlite_url, ("ann@example.com", "csm"), ("bob@example.com", "csm"))
+    seeds = {}
+    async with running(sqlite_url) as client:  # the current key: cli_env's CSM_SECRET_KEY
+        for email in ("ann@example.com", "bob@example.com"):
+            browser = Browser(client)
+            assert (await browser.login(email)).status_code == 303
+            seeds[email], _, _ = await enable_totp(browser)
+    monkeypatch.setenv("CSM_SECRET_KEY", new_key)
+
+    refused = invoke("users", "reseal-2fa")  # the previous key is required
+    assert refused.exit_code == 1 and "CSM_PREVIOUS_SECRET_KEY" in refused.output
+    monkeypatch.setenv("CSM_PREVIOUS_SECRET_KEY", "not-the-key-they-were-sealed-with-at-all-0000")
+    wrong = invoke("users", "reseal-2fa")
+    assert wrong.exit_code == 1
+    assert "2 two-factor seeds open under neither key (ann@example.com, bob@example.com)" in wrong.output
+    assert "nothing was changed" in wrong.output
+    before = (await user_row(sqlite_url, "ann@example.com")).totp_secret
+
+    monkeypatch.setenv("CSM_PREVIOUS_SECRET_KEY", cli_env["CSM_SECRET_KEY"])
+    assert "2 two-factor seeds sealed under the new key (0 already were)" in run("users", "reseal-2fa")
+    assert "0 two-factor seeds sealed under the new key (2 already were)" in run("users", "reseal-2fa")
+    assert (await user_row(sqlite_url, "ann@example.com")).totp_secret != before
+    events = await audit_events(sqlite_url, "settings.2fa_seeds_resealed")
+    assert [event.detail for event in events] == [{"resealed": 2, "already": 0}, {"resealed": 0, "already": 2}]
+
+    async with running(sqlite_url, CSM_SECRET_KEY=new_key) as client:  # the server under the new key
+        for email, secret in seeds.items():
+            browser = Browser(client)
+            signed_in = await browser.login(email, secret=secret, at=time.time() + 30)  # a step not used yet
+            assert (signed_in.status_code, location(signed_in)) == (303, "/"), email
