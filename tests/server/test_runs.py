@@ -15,7 +15,7 @@ from connectors.demo import write_demo_snapshot
 from engine.compiler import CompiledPolicies
 from engine.snapshot import Sentiment
 from server.db.base import utcnow
-from server.db.models import Account, ChiPoint, DailySeries, Run, Task, TaskEvent, TaskState
+from server.db.models import Account, AccountRecord, ChiPoint, DailySeries, Run, Task, TaskEvent, TaskState
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.dry_run import evaluate_folder
 from server.services.exports import export_tasks
@@ -283,6 +283,54 @@ async def test_malformed_rows_are_reported_precisely_and_skipped(
         usage = await session.scalar(select(DailySeries).where(DailySeries.account_id == "acc-2"))
         assert usage is not None
         assert json.loads(usage.data) == {"start": "2026-12-01", "used": [3.0], "scans": [2], "failed_scans": [0]}
+
+
+def ticket(ticket_id: str, account_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": ticket_id,
+        "account_id": account_id,
+        "opened_at": "2026-11-20T09:00:00Z",
+        "priority": "normal",
+        **extra,
+    }
+
+
+async def stored_records(factory: async_sessionmaker[AsyncSession], entity: str) -> dict[str, list[str]]:
+    async with session_scope(factory) as session:
+        rows = await session.execute(
+            select(AccountRecord.account_id, AccountRecord.rows).where(AccountRecord.entity == entity)
+        )
+        return {account_id: [row["id"] for row in json.loads(text)] for account_id, text in rows}
+
+
+async def test_raw_rows_are_kept_whole_even_from_a_file_not_grouped_by_customer(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("connectors.files.BLOCK_BYTES", 1)  # a block per line: acc-1 comes in three blocks
+    tickets = [
+        ticket("t1", "acc-1"),
+        ticket("t2", "acc-2"),
+        ticket("t3", "acc-1", subject="again"),
+        ticket("t4", "acc-1"),
+    ]
+    folder = write_snapshot(
+        tmp_path / "s1", AS_OF, {"accounts": [account("acc-1"), account("acc-2")], "tickets": tickets}
+    )
+    run, _ = await run_in_process(factory, request(folder))
+    assert await stored_records(factory, "tickets") == {"acc-1": ["t1", "t3", "t4"], "acc-2": ["t2"]}
+    assert run.counts["records_written"] == 2
+
+    # The next snapshot: acc-2 has no tickets any more, acc-1 the same ones: one record changes.
+    later = write_snapshot(
+        tmp_path / "s2",
+        AS_OF,
+        {"accounts": [account("acc-1"), account("acc-2")], "tickets": [tickets[0], *tickets[2:]]},
+    )
+    run, _ = await run_in_process(factory, request(later))
+    assert await stored_records(factory, "tickets") == {"acc-1": ["t1", "t3", "t4"], "acc-2": []}
+    assert run.counts["records_written"] == 1
+    again, _ = await run_in_process(factory, request(later, force=True))
+    assert again.counts["records_written"] == 0
 
 
 async def test_strict_refuses_a_bad_snapshot_before_writing_anything(
