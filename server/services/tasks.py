@@ -556,8 +556,11 @@ async def change_state(
     today: dt.date,
     snooze_until: dt.date | None = None,
     expected_version: int | None = None,
+    reopen: bool = False,
 ) -> TaskView:
-    """Move a task to state `to` (409 naming the allowed states when the machine does not allow it)."""
+    """Move a task to state `to` (409 naming the allowed states when the machine does not allow it).
+
+    `reopen`: the move is a reopening, so only a finished task may make it."""
     target = parse_status(to) if isinstance(to, str) else to
     task, state = await _load_for_edit(session, user, task_id)
     if not task.active:
@@ -576,6 +579,12 @@ async def change_state(
         # The snooze ran out before the worker woke it: record the wake-up first, by "system".
         events.append(_event(task_id, SYSTEM, "wake", stored.value, current.value, now))
     allowed = allowed_transitions(current, before)
+    if reopen and current != TaskStatus.FINISHED:
+        raise Conflict(
+            f"Only a finished task can be reopened; this one is {current.label.lower()}.",
+            field="to",
+            extra={"state": current.value, "allowed": [s.value for s in allowed]},
+        )
     if target not in allowed:
         names = ", ".join(s.label.lower() for s in allowed)
         raise Conflict(
@@ -711,7 +720,15 @@ async def bulk_change(
             if action == "comment":
                 await add_comment(session, user, task_id, comment, today=today)
             else:
-                await change_state(session, user, task_id, BULK_ACTIONS[action], today=today, snooze_until=snooze_until)
+                await change_state(
+                    session,
+                    user,
+                    task_id,
+                    BULK_ACTIONS[action],
+                    today=today,
+                    snooze_until=snooze_until,
+                    reopen=action == "reopen",
+                )
         except Conflict as exc:
             result.skipped.append({"task_id": task_id, "reason": exc.message, "allowed": exc.extra.get("allowed", [])})
         else:

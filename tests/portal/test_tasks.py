@@ -220,6 +220,22 @@ async def test_bulk_actions_apply_where_allowed_and_say_why_they_skipped(portal:
     assert all(states[task_id].state == "snoozed" and states[task_id].comment == "QBR prep" for task_id in ids)
 
 
+async def test_bulk_reopen_moves_only_finished_tasks(portal: Portal) -> None:
+    csm, tasks = await my_tasks(portal)
+    finished, untouched = tasks[0].id, tasks[1].id
+    for state in ("started", "in_progress", "finished"):
+        await transition(csm, finished, state)
+    result = await csm.post_json("/api/tasks/bulk", {"task_ids": [finished, untouched], "action": "reopen"})
+    body = result.json()
+    assert body["done"] == [finished]
+    assert [(skip["task_id"], skip["reason"]) for skip in body["skipped"]] == [
+        (untouched, "Only a finished task can be reopened; this one is not started.")
+    ]
+    states = {row[0].task_id: row[0].state for row in await db_rows(portal.db.url, select(TaskState))}
+    assert states[finished] == "started"
+    assert states.get(untouched, "not_started") == "not_started"
+
+
 async def test_bulk_from_the_dashboard_page(portal: Portal) -> None:
     csm, tasks = await my_tasks(portal)
     ids = [task.id for task in tasks[:2]]
