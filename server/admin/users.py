@@ -127,26 +127,28 @@ async def set_role(
     return Redirect("/admin/users?ok=role", status_code=303)
 
 
+async def _switch_active(
+    request: Request[Any, Any, Any], db_session: AsyncSession, user_id: int, active: bool
+) -> Redirect:
+    require_recent_reauth(request)
+    user = await get_user(db_session, user_id)
+    await set_active(db_session, user, active, who(request), _actor_id(request))
+    await db_session.commit()
+    return Redirect(f"/admin/users?ok={'activated' if active else 'deactivated'}", status_code=303)
+
+
 @post("/admin/users/{user_id:int}/deactivate", guards=MANAGE_USERS, status_code=303)
 async def deactivate(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], user_id: FromPath[int]
 ) -> Redirect:
-    require_recent_reauth(request)
-    user = await get_user(db_session, user_id)
-    await set_active(db_session, user, False, who(request), _actor_id(request))
-    await db_session.commit()
-    return Redirect("/admin/users?ok=deactivated", status_code=303)
+    return await _switch_active(request, db_session, user_id, False)
 
 
 @post("/admin/users/{user_id:int}/activate", guards=MANAGE_USERS, status_code=303)
 async def activate(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], user_id: FromPath[int]
 ) -> Redirect:
-    require_recent_reauth(request)
-    user = await get_user(db_session, user_id)
-    await set_active(db_session, user, True, who(request), _actor_id(request))
-    await db_session.commit()
-    return Redirect("/admin/users?ok=activated", status_code=303)
+    return await _switch_active(request, db_session, user_id, True)
 
 
 @post("/admin/users/{user_id:int}/reset-2fa", guards=MANAGE_USERS, status_code=303)

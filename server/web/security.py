@@ -217,19 +217,26 @@ async def enable_two_factor(
         context = enrolment_context(secret, user.email, f"{BASE}/2fa", "That code is not right.")
         return Template("security/enrol.html", context={**context, "required": False}, status_code=400)
     codes = await twofactor.enable(db_session, seed_box(request), user, secret, step)
+    await _two_factor_switched(request, db_session, user, on=True)
+    return Template("security/recovery_codes.html", context={"codes": codes, "next": BASE, "first": True})
+
+
+async def _two_factor_switched(
+    request: Request[Any, Any, Any], db_session: AsyncSession, user: User, *, on: bool
+) -> None:
+    """After two-factor was turned on or off: every session ends, this one continues under a new id."""
     await end_sessions(db_session, user)
     await record_as(
         db_session,
         who(request),
-        "user.2fa_enabled",
+        "user.2fa_enabled" if on else "user.2fa_disabled",
         object_type="user",
         object_id=user.email,
-        before={"totp_enabled": False},
-        after={"totp_enabled": True},
+        before={"totp_enabled": not on},
+        after={"totp_enabled": on},
     )
     await db_session.commit()
     await reissue_session(request, user)
-    return Template("security/recovery_codes.html", context={"codes": codes, "next": BASE, "first": True})
 
 
 @post(f"{BASE}/2fa/disable", opt=SIGNED_IN, status_code=303)
@@ -243,18 +250,7 @@ async def disable_two_factor(
     if (await two_factor_requirement(db_session)).applies_to(user.role):
         raise Conflict("Two-factor sign-in is required for your role; it cannot be turned off.")
     await twofactor.disable(db_session, user)
-    await end_sessions(db_session, user)
-    await record_as(
-        db_session,
-        who(request),
-        "user.2fa_disabled",
-        object_type="user",
-        object_id=user.email,
-        before={"totp_enabled": True},
-        after={"totp_enabled": False},
-    )
-    await db_session.commit()
-    await reissue_session(request, user)
+    await _two_factor_switched(request, db_session, user, on=False)
     return Redirect(f"{BASE}?ok=2fa-off", status_code=303)
 
 
