@@ -103,10 +103,11 @@ class Series:
 
 
 class StagedAccount(msgspec.Struct, kw_only=True):
-    """What ingestion hands to the chunk jobs for one customer."""
+    """What ingestion hands to the chunk jobs for one customer: its result and the facts the
+    portal shows (not the raw rows the engine listed, which the chunks do not need)."""
 
     result: AccountResult
-    facts: dict[str, Any] | None
+    facts: dict[str, Any]
     complete: bool
 
 
@@ -298,7 +299,7 @@ async def stream_snapshot(
 
 def stage_account(ingestion: Ingestion, account_id: str, complete: bool) -> StagedAccount:
     facts, result = ingestion.evaluator.evaluate(account_id)
-    return StagedAccount(result=result, facts=facts, complete=complete)
+    return StagedAccount(result=result, facts=portal_facts(facts), complete=complete)
 
 
 def portal_facts(facts: dict[str, Any] | None) -> dict[str, Any]:
