@@ -10,6 +10,8 @@ Each measured phase runs in its own process, so its peak memory (max RSS) is its
 2. run: `csm run` on a fresh SQLite database (read, check, fold, evaluate, store customer data,
    stage, scores and tasks);
 3. re-run: the same snapshot and policies again (`--force`): must write zero task rows;
+   then store: what the run stored, copied by SQLite alone into an empty database with the
+   same schema (`INSERT ... SELECT`, no Python per row): the floor of storing it;
 4. workers (when PostgreSQL and Redis answer): the run on PostgreSQL with 1 and with 2 arq workers.
 
 Figures go to a table and to bench/out/run.json. The snapshot is generated once into bench/out/.
@@ -100,6 +102,39 @@ def phase_run(snapshot: Path, database: str, force: bool) -> dict[str, Any]:
         return {"seconds": seconds, "counts": run.counts, "timings": run.timings, "peak_mb": peak_rss_mb()}
 
     return asyncio.run(main())
+
+
+def phase_store(database_file: Path) -> dict[str, Any]:
+    """SQLite alone writing what the run stored (its tables copied into an empty database)."""
+    import sqlite3
+
+    copy = database_file.with_name(database_file.stem + "-copy.db")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    target = sqlite3.connect(copy, isolation_level=None)
+    try:
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=OFF"):
+            target.execute(f"PRAGMA {pragma}")
+        target.execute("ATTACH DATABASE ? AS stored", (str(database_file),))
+        schema = target.execute(
+            "SELECT type, name, sql FROM stored.sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        for _type, _name, sql in schema:
+            target.execute(sql)
+        started = time.perf_counter()
+        for kind, name, _sql in schema:
+            if kind == "table":
+                target.execute("BEGIN")
+                target.execute(f'INSERT INTO main."{name}" SELECT * FROM stored."{name}"')
+                target.execute("COMMIT")
+        seconds = time.perf_counter() - started
+        target.execute("DETACH DATABASE stored")
+        megabytes = copy.stat().st_size / 1e6
+    finally:
+        target.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    return {"seconds": seconds, "megabytes": megabytes, "peak_mb": peak_rss_mb()}
 
 
 def child(phase: str, **options: str) -> dict[str, Any]:
@@ -203,6 +238,9 @@ def main() -> None:
     if args.phase == "fold":
         print(json.dumps(phase_fold(Path(args.snapshot))))
         return
+    if args.phase == "store":
+        print(json.dumps(phase_store(Path(args.database))))
+        return
     if args.phase == "run":
         print(json.dumps(phase_run(Path(args.snapshot), args.database, args.force == "yes")))
         return
@@ -229,6 +267,7 @@ def main() -> None:
     fold = child("fold", snapshot=str(snapshot))
     run = child("run", snapshot=str(snapshot), database=database, force="no")
     rerun = child("run", snapshot=str(snapshot), database=database, force="yes")
+    store = child("store", database=str(database_file))
     workers = [] if args.skip_workers else [w for w in (workers_phase(snapshot, 1), workers_phase(snapshot, 2)) if w]
 
     ratio = run["seconds"] / decode["seconds"]
@@ -262,6 +301,13 @@ def main() -> None:
     for phase, seconds in run["timings"].items():
         table.add_row(f"  {phase.replace('_', ' ')}", f"{seconds:.1f}", "", "", "")
     table.add_row(
+        "SQLite alone storing what the run stored",
+        f"{store['seconds']:.1f}",
+        "",
+        "",
+        f"{store['seconds'] / decode['seconds']:.1f}x decode: {store['megabytes']:,.0f} MB written, no Python per row",
+    )
+    table.add_row(
         "re-run, nothing changed",
         f"{rerun['seconds']:.1f}",
         "",
@@ -285,6 +331,7 @@ def main() -> None:
                 "fold": fold,
                 "run": run,
                 "rerun": rerun,
+                "store": store,
                 "workers": workers,
                 "ratio": ratio,
             },

@@ -1,0 +1,35 @@
+"""The end-to-end run benchmark's phases work on a small snapshot (what they measure, not how fast).
+
+`python -m bench.run` is only run by hand (it takes minutes); this keeps its phases from rotting:
+each one runs on a demo snapshot of a few customers and its figures are checked for sense.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.run import AS_OF, phase_decode, phase_fold, phase_run, phase_store
+from connectors.demo import write_demo_snapshot
+
+
+def test_the_run_benchmark_phases_measure_a_small_snapshot(tmp_path: Path) -> None:
+    snapshot = tmp_path / "snapshot"
+    stats = write_demo_snapshot(snapshot, accounts=40, seed=3, as_of=AS_OF, days=14)
+    database_file = tmp_path / "run.db"
+    database = f"sqlite+aiosqlite:///{database_file}"
+
+    decode = phase_decode(snapshot)
+    assert decode["rows"] == stats.total_rows
+    assert phase_fold(snapshot)["seconds"] > 0
+
+    run = phase_run(snapshot, database, force=False)
+    assert run["counts"]["customers"] == 40
+    assert run["counts"]["opened"] > 0
+    assert set(run["timings"]) >= {"read_and_evaluate", "store_customer_data", "stage", "tasks_and_scores"}
+
+    rerun = phase_run(snapshot, database, force=True)
+    assert [rerun["counts"].get(name, 0) for name in ("opened", "updated", "resolved", "reopened")] == [0, 0, 0, 0]
+
+    store = phase_store(database_file)
+    assert store["megabytes"] > 0
+    assert not list(tmp_path.glob("run-copy.db*"))  # the copy is measured, then removed
