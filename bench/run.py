@@ -70,7 +70,7 @@ def phase_fold(snapshot: Path) -> dict[str, Any]:
     reader = SnapshotFolderReader(snapshot)
     evaluator = Evaluator(load_policies(ROOT / "policies"), reader.as_of)
     gc.disable()  # as the run does while it reads
-    for entity, rows, _lines in reader.batches(ReadReport()):
+    for entity, rows, _lines, _offsets in reader.batches(ReadReport()):
         if entity == "accounts":
             for account in rows:
                 evaluator.add_account(account)

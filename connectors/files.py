@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -62,19 +63,32 @@ def read_manifest(folder: Path) -> Manifest:
 BLOCK_BYTES = 2 << 20  # lines are read, decoded and checked about this many bytes at a time
 
 
-def _blocks(path: Path) -> Iterator[tuple[Sequence[int], list[bytes]]]:
-    """Blocks of (line numbers, lines) of a JSON Lines file, blank lines left out."""
+class Block(NamedTuple):
+    """Good rows of one entity, in file order, with their lines and where each line starts."""
+
+    entity: str
+    rows: list[Any]
+    lines: list[bytes]
+    offsets: Sequence[int]  # byte offset of each line in the entity's file
+
+
+def _blocks(path: Path) -> Iterator[tuple[Sequence[int], list[bytes], Sequence[int]]]:
+    """Blocks of (line numbers, lines, byte offsets) of a JSON Lines file, blank lines left out."""
     number = 0
+    position = 0
     with path.open("rb") as handle:
         while chunk := handle.readlines(BLOCK_BYTES):
             first = number + 1
             number += len(chunk)
+            offsets = list(accumulate(map(len, chunk), initial=position))
+            position = offsets.pop()
             # readlines() gives no empty line, so "blank" is "only white space" (cheaper than strip()).
             lines = [line for line in chunk if not line.isspace()]
             if len(lines) == len(chunk):
-                yield range(first, number + 1), lines
+                yield range(first, number + 1), lines, offsets
             else:
-                yield [first + index for index, line in enumerate(chunk) if not line.isspace()], lines
+                kept = [index for index, line in enumerate(chunk) if not line.isspace()]
+                yield [first + index for index in kept], lines, [offsets[index] for index in kept]
 
 
 def _decode_block(
@@ -82,18 +96,19 @@ def _decode_block(
     file_name: str,
     numbers: Sequence[int],
     lines: list[bytes],
+    offsets: Sequence[int],
     report: ReadReport,
-) -> tuple[list[Any], Sequence[int], list[bytes]]:
+) -> tuple[list[Any], Sequence[int], list[bytes], Sequence[int]]:
     """Decode every line; a bad one is reported and left out (with its number, from `numbers`)."""
     decode = decoder.decode
     try:
         rows = [decode(line) for line in lines]
         if max(map(len, lines), default=0) <= MAX_LINE_BYTES:
-            return rows, numbers, lines
+            return rows, numbers, lines, offsets
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass
-    rows, kept_numbers, kept_lines = [], [], []
-    for number, line in zip(numbers, lines, strict=True):
+    rows, kept_numbers, kept_lines, kept_offsets = [], [], [], []
+    for number, line, offset in zip(numbers, lines, offsets, strict=True):
         row, bad = _decode(decoder, file_name, number, line)
         if bad is not None:
             report.add_bad(bad)
@@ -101,7 +116,8 @@ def _decode_block(
         rows.append(row)
         kept_numbers.append(number)
         kept_lines.append(line)
-    return rows, kept_numbers, kept_lines
+        kept_offsets.append(offset)
+    return rows, kept_numbers, kept_lines, kept_offsets
 
 
 def _account_of(line: bytes) -> str | None:
@@ -138,8 +154,8 @@ class SnapshotFolderReader:
         self.manifest = read_manifest(folder)
         self.as_of = self.manifest.as_of
 
-    def batches(self, report: ReadReport) -> Iterator[tuple[str, list[Any], list[bytes]]]:
-        """(entity, rows, lines) blocks of good rows, accounts first; bad rows go to `report`.
+    def batches(self, report: ReadReport) -> Iterator[Block]:
+        """Blocks of good rows, accounts first; bad rows go to `report`.
 
         Lines are read a block at a time; only a block with a bad line is decoded a second time,
         line by line, to tell exactly which line and field is wrong.
@@ -151,9 +167,9 @@ class SnapshotFolderReader:
                 continue  # DATA.md: a missing entity file means "no rows"
             row_type = ROW_TYPES[entity]
             decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(row_type)
-            for numbers, lines in _blocks(path):
+            for numbers, lines, offsets in _blocks(path):
                 report.bytes_read += sum(map(len, lines))
-                rows, numbers, lines = _decode_block(decoder, path.name, numbers, lines, report)
+                rows, numbers, lines, offsets = _decode_block(decoder, path.name, numbers, lines, offsets, report)
                 bad = checker.check_batch(entity, rows)
                 for index, field_name, message in bad:
                     row = rows[index]
@@ -167,9 +183,10 @@ class SnapshotFolderReader:
                     refused = {index for index, _, _ in bad}
                     rows = [row for index, row in enumerate(rows) if index not in refused]
                     lines = [line for index, line in enumerate(lines) if index not in refused]
+                    offsets = [offset for index, offset in enumerate(offsets) if index not in refused]
                 report.rows_kept[entity] += len(rows)
                 if rows:
-                    yield entity, rows, lines
+                    yield Block(entity, rows, lines, offsets)
 
     def total_bytes(self) -> int:
         return sum(

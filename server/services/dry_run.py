@@ -42,7 +42,7 @@ def evaluate_folder(
     reader = SnapshotFolderReader(folder)
     evaluators = [Evaluator(policies, reader.as_of) for policies in policy_sets]
     report = ReadReport()
-    for entity, rows, _lines in reader.batches(report):
+    for entity, rows, _lines, _offsets in reader.batches(report):
         if entity == "meetings" and portal is not None:
             rows = portal.with_outcomes(rows, reader.as_of)
         for evaluator in evaluators:

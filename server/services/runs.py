@@ -48,6 +48,7 @@ from server.db.session import session_scope
 from server.db.upsert import upsert
 from server.services.ingest import (
     Ingestion,
+    RawRecords,
     StagedAccount,
     load_portal_entries,
     stage_account,
@@ -241,7 +242,7 @@ async def _read_and_stage(factory: Factory, run_id: int, progress: Callable[[int
     async with session_scope(factory) as session:
         portal = await load_portal_entries(session)
     reader = SnapshotFolderReader(folder)
-    ingestion = Ingestion(Evaluator(compiled, run.as_of), portal, run.as_of)
+    ingestion = Ingestion(Evaluator(compiled, run.as_of), portal, run.as_of, RawRecords(folder))
     series_written = 0
 
     async def write(batch: list[Any]) -> None:

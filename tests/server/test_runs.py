@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connectors.demo import write_demo_snapshot
+from connectors.files import ReadReport, SnapshotFolderError, SnapshotFolderReader
 from engine.compiler import CompiledPolicies
 from engine.snapshot import Sentiment
 from server.db.base import utcnow
@@ -19,7 +21,7 @@ from server.db.models import Account, AccountRecord, ChiPoint, DailySeries, Run,
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.dry_run import evaluate_folder
 from server.services.exports import export_tasks
-from server.services.ingest import PortalEntries
+from server.services.ingest import PortalEntries, RawRecords
 from server.services.runs import (
     RunInProgress,
     RunRefused,
@@ -331,6 +333,50 @@ async def test_raw_rows_are_kept_whole_even_from_a_file_not_grouped_by_customer(
     assert run.counts["records_written"] == 1
     again, _ = await run_in_process(factory, request(later, force=True))
     assert again.counts["records_written"] == 0
+
+
+async def test_raw_rows_are_stored_as_the_file_has_them_without_blank_or_bad_lines(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    folder = write_snapshot(tmp_path / "s", AS_OF, {"accounts": [account("acc-1"), account("acc-2")]})
+    lines = [
+        b'{"id": "t1", "account_id": "acc-1", "opened_at": "2026-11-20T09:00:00Z", "priority": "high"}\r\n',
+        b"   \n",
+        b'{"id": "t2", "account_id": "acc-1", "opened_at": "not a time"}\n',  # bad: left out, reported
+        b'  {"id":"t3","account_id":"acc-1",\r"opened_at":"2026-11-21T09:00:00Z","priority":"low","crm_owner":"x"}\n',
+        b'{"id": "t4", "account_id": "acc-2", "opened_at": "2026-11-22T09:00:00Z", "priority": "low"}\n',
+        b'{"id": "t5", "account_id": "acc-1", "opened_at": "2026-11-23T09:00:00Z", "priority": "low"}',  # no newline
+    ]
+    (folder / "tickets.jsonl").write_bytes(b"".join(lines))
+    run, _ = await run_in_process(factory, request(folder))
+    assert [(bad["line"], bad["field"]) for bad in run.bad_rows] == [(3, "opened_at")]
+    async with session_scope(factory) as session:
+        result = await session.execute(
+            select(AccountRecord.account_id, AccountRecord.rows).where(AccountRecord.entity == "tickets")
+        )
+        texts = dict(result.all())
+    # Each good line as it was written (key order, spacing, unknown fields), stripped, in file order.
+    assert texts["acc-1"] == "[" + ",".join(lines[i].decode().strip() for i in (0, 3, 5)) + "]"
+    assert texts["acc-2"] == "[" + lines[4].decode().strip() + "]"
+    assert [row["id"] for row in json.loads(texts["acc-1"])] == ["t1", "t3", "t5"]
+
+
+def test_raw_rows_are_not_read_back_from_a_file_changed_since_it_was_read(tmp_path: Path) -> None:
+    tickets = [ticket("t1", "acc-1"), ticket("t2", "acc-1")]
+    folder = write_snapshot(tmp_path / "s", AS_OF, {"accounts": [account("acc-1")], "tickets": tickets})
+    records = RawRecords(folder)
+    for block in SnapshotFolderReader(folder).batches(ReadReport()):
+        if block.entity == "tickets":
+            records.add(block)
+    assert [row["id"] for row in json.loads(records.texts([("acc-1", "tickets")])[("acc-1", "tickets")])] == [
+        "t1",
+        "t2",
+    ]
+    with (folder / "tickets.jsonl").open("r+b") as handle:
+        handle.write(b'{"id":"t9"')  # the same size, other bytes
+    os.utime(folder / "tickets.jsonl", ns=(1, 1))
+    with pytest.raises(SnapshotFolderError, match=r"tickets.jsonl: changed while the run was reading"):
+        records.texts([("acc-1", "tickets")])
 
 
 async def test_strict_refuses_a_bad_snapshot_before_writing_anything(
