@@ -1223,9 +1223,10 @@ class _Compiler:
     def write_fold_body(self, out: _Writer, entity: str) -> None:
         self.write_accumulate(out, entity, "r")
         if entity in self.entity_lists:
-            scope = self.row_scopes[entity]
-            record = ", ".join(f"{n!r}: {e.code}" for n, e in scope.items() if n != "as_of")
-            out.line(f"S[{self.entity_lists[entity]}].append({{{record}}})")
+            # A tuple per row while the snapshot streams (a third of a dict's memory, for every
+            # meeting of every customer); finalize turns them into the items rules read.
+            values = "".join(f"{entry.code}, " for name, entry in self.row_scopes[entity].items() if name != "as_of")
+            out.line(f"S[{self.entity_lists[entity]}].append(({values.rstrip()}))")
 
     def write_accumulate(self, out: _Writer, entity: str, row: str) -> None:
         """Update every accumulator that reads `entity`, each distinct condition tested once per row."""
@@ -1353,7 +1354,10 @@ class _Compiler:
                     self.write_collection_aggregate(out, fact.name, fact.aggregate)
             entries = [f"{name!r}: v_{name}" for name in self.account_scope if name != "as_of"]
             entries += [f"{name!r}: c_{name}" for name in self.collections]
-            entries += [f"{name!r}: S[{slot}]" for name, slot in self.entity_lists.items()]
+            for name, slot in self.entity_lists.items():
+                fields = [field for field in self.row_scopes[name] if field != "as_of"]
+                item = ", ".join(f"{field!r}: _t[{index}]" for index, field in enumerate(fields))
+                entries.append(f"{name!r}: [{{{item}}} for _t in S[{slot}]]")
             out.line("return {" + ", ".join(entries) + "}")
 
     def write_collection_aggregate(self, out: _Writer, name: str, aggregate: _Aggregate) -> None:
