@@ -116,7 +116,11 @@ async def ingest_run(ctx: dict[str, Any], run_id: int) -> str:
 
 async def process_chunk_job(ctx: dict[str, Any], run_id: int, chunk_no: int) -> str:
     settings: Settings = ctx["settings"]
-    done = await process_chunk(ctx["factory"], run_id, chunk_no, WORKER_NAME, stale_after=settings.stale_after)
+    try:
+        done = await process_chunk(ctx["factory"], run_id, chunk_no, WORKER_NAME, stale_after=settings.stale_after)
+    except RunRefused as exc:  # the snapshot changed under the run: no retry can help
+        await fail_run(ctx["factory"], run_id, str(exc))
+        return f"chunk {run_id}/{chunk_no}: {exc}"
     if not await pending_chunks(ctx["factory"], run_id):
         await ctx["redis"].enqueue_job("finish_run", run_id, _job_id=f"finish:{run_id}")
     return f"chunk {run_id}/{chunk_no}: {'processed' if done else 'taken by another worker or done'}"

@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -37,7 +36,7 @@ from engine import Evaluator
 from engine.results import AccountResult
 from engine.snapshot import Account as AccountRow
 from engine.snapshot import Meeting, Sentiment
-from server.db.models import Account, AccountRecord, DailySeries, MeetingOutcome, SentimentEntry
+from server.db.models import AccountRecord, DailySeries, MeetingOutcome, SentimentEntry
 from server.db.upsert import upsert
 
 SMALL_ENTITIES = ("orders", "invoices", "scanners", "schedules", "tickets", "meetings", "nps", "sentiment")
@@ -104,9 +103,12 @@ class Series:
 
 
 class StagedAccount(msgspec.Struct, kw_only=True):
-    """What ingestion hands to the chunk jobs for one customer: its result and the facts the
-    portal shows (not the raw rows the engine listed, which the chunks do not need)."""
+    """What ingestion hands to the chunk jobs for one customer: its line of accounts.jsonl, where
+    its small-entity rows lie in the snapshot's files, its result and the facts the portal shows
+    (not the raw rows the engine listed, which the chunks do not need)."""
 
+    line: bytes
+    records: dict[str, list[int]]  # entity: byte ranges in its file (start, end, start, end...)
     result: AccountResult
     facts: dict[str, Any]
     complete: bool
@@ -114,23 +116,18 @@ class StagedAccount(msgspec.Struct, kw_only=True):
 
 @dataclass
 class RawRecords:
-    """Where each customer's small-entity rows lie in the snapshot's files, to store them as read.
+    """Where each customer's small-entity rows lie in the snapshot's files.
 
     Byte ranges, not the lines: holding the 2.9 million lines of a 100,000-customer snapshot
     until they are stored cost a quarter of a run's memory. A customer's rows usually follow
-    each other in a file, so its ranges merge into one. They are read back when the record is
-    written; a file that changed since it was read refuses the run rather than store other bytes.
+    each other in a file, so its ranges merge into one. The chunk jobs read them back
+    (`record_texts`) when they write the customer's records.
     """
 
-    folder: Path
     spans: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # start, end, start, end...
-    read_as: dict[str, tuple[int, int]] = field(default_factory=dict)  # entity: (size, mtime) when read
 
     def add(self, block: Block) -> None:
         entity = block.entity
-        if entity not in self.read_as:
-            stat = self._path(entity).stat()
-            self.read_as[entity] = (stat.st_size, stat.st_mtime_ns)
         spans = self.spans
         for row, line, offset in zip(block.rows, block.lines, block.offsets, strict=True):
             key = (row.account_id, entity)
@@ -142,40 +139,31 @@ class RawRecords:
             else:
                 span += (offset, offset + len(line))
 
-    def texts(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """The rows of each (customer, entity) that has any, as one JSON array text in file order."""
-        files: dict[str, BinaryIO] = {}
-        try:
-            texts = {}
-            for key in keys:
-                span = self.spans.get(key)
-                if span is None:
-                    continue
-                entity = key[1]
+    def of(self, account_id: str) -> dict[str, list[int]]:
+        spans = self.spans
+        return {entity: spans[account_id, entity] for entity in SMALL_ENTITIES if (account_id, entity) in spans}
+
+
+def record_texts(folder: Path, staged: Iterable[tuple[str, StagedAccount]]) -> dict[tuple[str, str], str]:
+    """The rows of each (customer, entity) that has any, as one JSON array text in file order,
+    read back from the snapshot's files (the caller checks they did not change since)."""
+    files: dict[str, BinaryIO] = {}
+    try:
+        texts = {}
+        for account_id, item in staged:
+            for entity, span in item.records.items():
                 if entity not in files:
-                    files[entity] = self._open_unchanged(entity)
+                    files[entity] = (folder / f"{entity}.jsonl").open("rb")
                 ranges = list(zip(span[::2], span[1::2], strict=True))
                 data = b"".join(_read_range(files[entity], start, end) for start, end in ranges)
                 if len(data) != sum(end - start for start, end in ranges):
-                    raise SnapshotFolderError(f"{self._path(entity)}: shorter than when it was read")
+                    raise SnapshotFolderError(f"{folder / entity}.jsonl: shorter than when it was read")
                 lines = (line.strip() for line in data.split(b"\n"))
-                texts[key] = (b"[" + b",".join(line for line in lines if line) + b"]").decode()
-            return texts
-        finally:
-            for handle in files.values():
-                handle.close()
-
-    def _open_unchanged(self, entity: str) -> BinaryIO:
-        path = self._path(entity)
-        handle = path.open("rb")
-        stat = os.fstat(handle.fileno())
-        if (stat.st_size, stat.st_mtime_ns) != self.read_as[entity]:
+                texts[account_id, entity] = (b"[" + b",".join(line for line in lines if line) + b"]").decode()
+        return texts
+    finally:
+        for handle in files.values():
             handle.close()
-            raise SnapshotFolderError(f"{path}: changed while the run was reading the snapshot; start it again")
-        return handle
-
-    def _path(self, entity: str) -> Path:
-        return self.folder / f"{entity}.jsonl"
 
 
 def _read_range(handle: BinaryIO, start: int, end: int) -> bytes:
@@ -190,8 +178,8 @@ class Ingestion:
     evaluator: Evaluator
     portal: PortalEntries
     as_of: dt.date
-    records: RawRecords
     report: ReadReport = field(default_factory=ReadReport)
+    records: RawRecords = field(default_factory=RawRecords)
     accounts: dict[str, tuple[AccountRow, bytes]] = field(default_factory=dict)
     current: dict[str, Series] = field(default_factory=dict)  # series being read, per entity
     finished: list[Series] = field(default_factory=list)
@@ -296,36 +284,32 @@ async def write_series(session: AsyncSession, batch: list[Series], as_of: dt.dat
     return len(rows)
 
 
-async def write_accounts(
-    session: AsyncSession, accounts: dict[str, tuple[AccountRow, bytes]], run_id: int, as_of: dt.date
-) -> None:
-    rows = []
-    for account, line in accounts.values():
-        raw = msgspec.json.decode(line)
-        rows.append(
-            {
-                "id": account.id,
-                "name": account.name,
-                "tier": account.tier,
-                "csm": account.csm,
-                "acv": account.acv,
-                "currency": account.currency,
-                "crm_id": account.crm_id,
-                "success_program": account.success_program,
-                "segment": account.segment,
-                "region": account.region,
-                "source_tags": account.tags or [],
-                "raw": raw,
-                "last_seen_run_id": run_id,
-                "last_seen_as_of": as_of,
-            }
-        )
-    columns = [name for name in rows[0] if name != "id"] if rows else []
-    await upsert(session, Account, rows, ("id",), columns)
+def account_columns(line: bytes, run_id: int, as_of: dt.date) -> dict[str, Any]:
+    """The account table's columns that come from the customer's line of accounts.jsonl."""
+    account = msgspec.json.decode(line, type=AccountRow)
+    return {
+        "id": account.id,
+        "name": account.name,
+        "tier": account.tier,
+        "csm": account.csm,
+        "acv": account.acv,
+        "currency": account.currency,
+        "crm_id": account.crm_id,
+        "success_program": account.success_program,
+        "segment": account.segment,
+        "region": account.region,
+        "source_tags": account.tags or [],
+        "raw": msgspec.json.decode(line),
+        "last_seen_run_id": run_id,
+        "last_seen_as_of": as_of,
+    }
 
 
-async def write_records(session: AsyncSession, ingestion: Ingestion, account_ids: list[str], run_id: int) -> int:
+async def write_records(
+    session: AsyncSession, folder: Path, staged: Sequence[tuple[str, StagedAccount]], run_id: int
+) -> int:
     """Each customer's small-entity rows; only those that changed are written."""
+    account_ids = [account_id for account_id, _ in staged]
     keys = [(account_id, entity) for account_id in account_ids for entity in SMALL_ENTITIES]
     stored = {
         (account_id, entity): fingerprint
@@ -335,7 +319,7 @@ async def write_records(session: AsyncSession, ingestion: Ingestion, account_ids
             )
         )
     }
-    texts = ingestion.records.texts(keys)
+    texts = record_texts(folder, staged)
     rows = []
     for key in keys:
         text = texts.get(key, "[]")
@@ -370,7 +354,13 @@ async def stream_snapshot(
 
 def stage_account(ingestion: Ingestion, account_id: str, complete: bool) -> StagedAccount:
     facts, result = ingestion.evaluator.evaluate(account_id)
-    return StagedAccount(result=result, facts=portal_facts(facts), complete=complete)
+    return StagedAccount(
+        line=ingestion.accounts[account_id][1],
+        records=ingestion.records.of(account_id),
+        result=result,
+        facts=portal_facts(facts),
+        complete=complete,
+    )
 
 
 def portal_facts(facts: dict[str, Any] | None) -> dict[str, Any]:

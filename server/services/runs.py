@@ -2,12 +2,13 @@
 
 A run is pinned to one snapshot (by fingerprint) and one published policy version. Its phases:
 
-1. **ingest** (one job): stream the snapshot into the engine and the customer data tables,
-   evaluate every customer, and stage each customer's result in `run_fact`; then split the
-   customers into chunks (`run_chunk`).
+1. **ingest** (one job): stream the snapshot into the engine and the daily series, evaluate
+   every customer, and stage what the chunks need in `run_fact` (its account line, where its
+   raw rows lie in the files, its result); then split the customers into chunks (`run_chunk`).
 2. **chunks** (any number of jobs, any number of workers): each claims a chunk in the
-   database, writes health and CHI history, and applies the reconciliation plan of
-   `engine.reconcile` to its customers' tasks, all in one transaction.
+   database and, in one transaction, writes its customers' accounts and raw rows (read back
+   from the snapshot, refused if it changed), health and CHI history, and applies the
+   reconciliation plan of `engine.reconcile` to their tasks.
 3. **finish** (one job): adds up the counts, drops the staging rows, closes the run.
 
 Every phase is idempotent: a worker killed at any point leaves the database in a state from
@@ -48,12 +49,11 @@ from server.db.session import session_scope
 from server.db.upsert import upsert
 from server.services.ingest import (
     Ingestion,
-    RawRecords,
     StagedAccount,
+    account_columns,
     load_portal_entries,
     stage_account,
     stream_snapshot,
-    write_accounts,
     write_records,
     write_series,
 )
@@ -242,7 +242,7 @@ async def _read_and_stage(factory: Factory, run_id: int, progress: Callable[[int
     async with session_scope(factory) as session:
         portal = await load_portal_entries(session)
     reader = SnapshotFolderReader(folder)
-    ingestion = Ingestion(Evaluator(compiled, run.as_of), portal, run.as_of, RawRecords(folder))
+    ingestion = Ingestion(Evaluator(compiled, run.as_of), portal, run.as_of)
     series_written = 0
 
     async def write(batch: list[Any]) -> None:
@@ -261,14 +261,6 @@ async def _read_and_stage(factory: Factory, run_id: int, progress: Callable[[int
     unattributed = any(bad.account_id is None for bad in report.bad_rows) or report.bad_row_count > len(report.bad_rows)
     all_incomplete = not reader.manifest.complete or unattributed
     incomplete = {bad.account_id for bad in report.bad_rows if bad.account_id}
-
-    records_written = 0
-    for start in range(0, len(account_ids), WRITE_BATCH):
-        batch_ids = account_ids[start : start + WRITE_BATCH]
-        async with session_scope(factory) as session:
-            await write_accounts(session, {i: ingestion.accounts[i] for i in batch_ids}, run_id, run.as_of)
-            records_written += await write_records(session, ingestion, batch_ids, run_id)
-    stored_seconds = time.perf_counter() - started - read_seconds
 
     encoder = msgspec.msgpack.Encoder()
     async with session_scope(factory) as session:
@@ -296,7 +288,6 @@ async def _read_and_stage(factory: Factory, run_id: int, progress: Callable[[int
         "bad_rows": report.bad_row_count,
         "incomplete_customers": len(account_ids) if all_incomplete else len(incomplete & set(account_ids)),
         "series_written": series_written,
-        "records_written": records_written,
         "bytes": report.bytes_read,
     }
     await _set_run(
@@ -309,9 +300,8 @@ async def _read_and_stage(factory: Factory, run_id: int, progress: Callable[[int
         bad_rows=[msgspec.to_builtins(bad) for bad in report.bad_rows[:KEPT_ERRORS]],
         bad_by_reason=dict(report.bad_by_reason),
         timings={
-            "read_and_evaluate": round(read_seconds, 3),
-            "store_customer_data": round(stored_seconds, 3),
-            "stage": round(time.perf_counter() - started - read_seconds - stored_seconds, 3),
+            "read": round(read_seconds, 3),
+            "evaluate_and_stage": round(time.perf_counter() - started - read_seconds, 3),
         },
     )
 
@@ -377,11 +367,18 @@ async def _apply_chunk(factory: Factory, run_id: int, chunk_no: int) -> None:
 async def apply_results(
     session: AsyncSession, run: Run, staged: Sequence[tuple[str, StagedAccount]]
 ) -> tuple[dict[str, Any], list[str]]:
-    """Write health, CHI history and reconciled tasks for these customers (one transaction)."""
+    """Write these customers' accounts and raw rows, health, CHI history and reconciled tasks
+    (one transaction). The raw rows are read back from the snapshot, which must not have changed."""
+    snapshot = await session.get(Snapshot, run.snapshot_id)
+    assert snapshot is not None
+    folder = Path(snapshot.folder)
+    if snapshot_fingerprint(folder) != snapshot.fingerprint:
+        raise RunRefused(f"{folder}: the snapshot changed since this run read it; start a new run")
     now = utcnow()
     counts: Counter[str] = Counter()
     errors: list[str] = []
-    account_updates = []
+    scored_accounts = []  # both lists: an executemany takes rows with the same columns
+    unscored_accounts = []
     points = []
     for account_id, item in staged:
         result = item.result
@@ -390,8 +387,8 @@ async def apply_results(
             counts["customers_with_errors"] += 1
             errors.extend(f"{account_id}: {issue.where}: {issue.message}" for issue in result.errors)
         facts = item.facts
-        update_values: dict[str, Any] = {
-            "id": account_id,
+        values: dict[str, Any] = {
+            **account_columns(item.line, run.id, run.as_of),
             "policy_segments": result.segments,
             "facts": facts,
             "products": facts.get("contracted_product_codes", []),
@@ -400,8 +397,11 @@ async def apply_results(
             "scored_run_id": run.id,
             "updated_at": now,
         }
-        if result.chi is not None:
-            update_values.update(
+        if result.chi is None:  # the customer keeps its last score
+            unscored_accounts.append(values)
+        else:
+            scored_accounts.append(values)
+            values.update(
                 chi=result.chi,
                 band=result.band,
                 sections=result.sections,
@@ -421,9 +421,10 @@ async def apply_results(
                     "sections": result.sections,
                 }
             )
-        account_updates.append(update_values)
-    if account_updates:
-        await session.execute(update(Account), account_updates)
+    for accounts in (scored_accounts, unscored_accounts):
+        if accounts:
+            await upsert(session, Account, accounts, ("id",), [name for name in accounts[0] if name != "id"])
+    counts["records_written"] += await write_records(session, folder, staged, run.id)
     await upsert(session, ChiPoint, points, ("account_id", "run_id"))
     counts["chi_points"] += len(points)
     await _reconcile(session, run, staged, now, counts)
@@ -569,7 +570,7 @@ async def finish_run(factory: Factory, run_id: int) -> Run:
         run.counts = {**run.counts, **totals}
         run.errors = errors[:KEPT_ERRORS]
         run.error = None  # an earlier attempt's failure, overcome
-        run.timings = {**run.timings, "tasks_and_scores": round(chunk_seconds, 3)}
+        run.timings = {**run.timings, "write_customers": round(chunk_seconds, 3)}
         run.state = "succeeded"
         run.finished_at = utcnow()
         if run.started_at is not None:

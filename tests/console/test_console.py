@@ -174,7 +174,7 @@ async def test_runs_are_listed_started_and_followed(prepared: tuple[str, Path]) 
         assert runs[0]["state"] == "succeeded", runs
         assert runs[0]["trigger"] == "console" and runs[0]["counts"]["opened"] == 0
         detail = await ops.get(f"/console/runs/{runs[0]['id']}")
-        assert "tasks and scores" in detail.text
+        assert "write customers" in detail.text
         connectors = await ops.get("/console/connectors")
         assert connectors.status_code == 200 and "Morning list preview" in connectors.text
         assert (await ops.get("/api/console/connectors")).json()["readable"] is True

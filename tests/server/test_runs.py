@@ -13,7 +13,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connectors.demo import write_demo_snapshot
-from connectors.files import ReadReport, SnapshotFolderError, SnapshotFolderReader
 from engine.compiler import CompiledPolicies
 from engine.snapshot import Sentiment
 from server.db.base import utcnow
@@ -21,7 +20,7 @@ from server.db.models import Account, AccountRecord, ChiPoint, DailySeries, Run,
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.dry_run import evaluate_folder
 from server.services.exports import export_tasks
-from server.services.ingest import PortalEntries, RawRecords
+from server.services.ingest import PortalEntries
 from server.services.runs import (
     RunInProgress,
     RunRefused,
@@ -38,7 +37,9 @@ from server.services.runs import (
     run_in_process,
 )
 from server.services.tasks import TaskStatus, change_state
+from server.settings import Settings
 from server.web.access import CurrentUser, Role
+from server.worker import process_chunk_job
 from tests.conftest import POLICY_DIR
 from tests.snapshots import account, active_order, write_snapshot
 
@@ -361,22 +362,29 @@ async def test_raw_rows_are_stored_as_the_file_has_them_without_blank_or_bad_lin
     assert [row["id"] for row in json.loads(texts["acc-1"])] == ["t1", "t3", "t5"]
 
 
-def test_raw_rows_are_not_read_back_from_a_file_changed_since_it_was_read(tmp_path: Path) -> None:
+async def test_a_chunk_refuses_a_snapshot_changed_since_the_run_read_it(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """Raw rows are read back from the files when a chunk writes them: other bytes are never stored."""
     tickets = [ticket("t1", "acc-1"), ticket("t2", "acc-1")]
     folder = write_snapshot(tmp_path / "s", AS_OF, {"accounts": [account("acc-1")], "tickets": tickets})
-    records = RawRecords(folder)
-    for block in SnapshotFolderReader(folder).batches(ReadReport()):
-        if block.entity == "tickets":
-            records.add(block)
-    assert [row["id"] for row in json.loads(records.texts([("acc-1", "tickets")])[("acc-1", "tickets")])] == [
-        "t1",
-        "t2",
-    ]
+    async with session_scope(factory) as session:
+        run, _ = await prepare_run(session, request(folder))
+    await ingest(factory, run.id)
     with (folder / "tickets.jsonl").open("r+b") as handle:
-        handle.write(b'{"id":"t9"')  # the same size, other bytes
+        handle.write(b'{"id":"t9"')  # the same size, other bytes, a new modification time
     os.utime(folder / "tickets.jsonl", ns=(1, 1))
-    with pytest.raises(SnapshotFolderError, match=r"tickets.jsonl: changed while the run was reading"):
-        records.texts([("acc-1", "tickets")])
+    # A worker's chunk job fails the run (no retry could help) and writes nothing.
+    context = {"factory": factory, "settings": Settings.from_env(), "redis": None}
+    message = await process_chunk_job(context, run.id, 0)
+    assert "the snapshot changed since this run read it" in message
+    async with session_scope(factory) as session:
+        assert await session.scalar(select(func.count()).select_from(AccountRecord)) == 0
+        assert await session.scalar(select(func.count()).select_from(Account)) == 0
+        assert await session.scalar(select(func.count()).select_from(Task)) == 0
+        failed = await session.get(Run, run.id)
+        assert failed is not None and failed.state == "failed"
+        assert failed.error is not None and "the snapshot changed since this run read it" in failed.error
 
 
 async def test_strict_refuses_a_bad_snapshot_before_writing_anything(
