@@ -5,7 +5,8 @@ loop of a web server or an arq worker stays responsive; the rows are folded into
 accumulators as they pass. What the portal needs besides scores is kept too:
 
 * small entities (orders, invoices, tickets...) as each customer's raw rows, unknown fields
-  included, rewritten only where they changed;
+  included: ingestion notes where they lie in the files, and the chunk jobs read them back and
+  rewrite a customer's record only where it changed;
 * daily usage and activity as one series per customer (and product), merged with the history
   already stored, so the portal can chart more than one snapshot's window. Series are handed
   to the database as soon as the file moves on to another customer, so memory does not grow
