@@ -258,8 +258,18 @@ def merge_series(stored: str | None, series: Series, as_of: dt.date) -> tuple[dt
 
 
 async def write_series(session: AsyncSession, batch: list[Series], as_of: dt.date) -> int:
+    # A file not grouped by customer gives several pieces of one series: they are one row of the
+    # upsert, their rows in file order (two rows of the upsert for one key would keep only the last).
+    pieces: dict[tuple[str, str], Series] = {}
+    for series in batch:
+        key = (series.account_id, series.name)
+        if key in pieces:
+            pieces[key] = Series(series.account_id, series.name, series.fields, pieces[key].rows + series.rows)
+        else:
+            pieces[key] = series
+    batch = list(pieces.values())
+    keys = set(pieces)
     # By customer, not by (customer, name) pairs: PostgreSQL refuses IN lists of thousands of tuples.
-    keys = {(series.account_id, series.name) for series in batch}
     stored = {
         (row.account_id, row.name): row.data
         for row in await session.scalars(

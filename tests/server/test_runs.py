@@ -288,6 +288,32 @@ async def test_malformed_rows_are_reported_precisely_and_skipped(
         assert json.loads(usage.data) == {"start": "2026-12-01", "used": [3.0], "scans": [2], "failed_scans": [0]}
 
 
+async def test_daily_series_are_kept_whole_from_a_usage_file_not_grouped_by_customer(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """DATA.md does not promise rows grouped by customer: every day of a series is kept anyway."""
+
+    def used(account_id: str, days_ago: int, value: float) -> dict[str, Any]:
+        day = (AS_OF - dt.timedelta(days=days_ago)).isoformat()
+        return {"account_id": account_id, "product": "p", "date": day, "used": value, "scans": 1, "failed_scans": 0}
+
+    rows = [used("acc-1", 2, 1.0), used("acc-2", 2, 5.0), used("acc-1", 1, 2.0), used("acc-2", 0, 6.0)]
+    activity = [
+        {"account_id": "acc-1", "date": AS_OF.isoformat(), "logins": 3, "active_users": 1},
+        {"account_id": "acc-2", "date": AS_OF.isoformat(), "logins": 1, "active_users": 1},
+        {"account_id": "acc-1", "date": (AS_OF - dt.timedelta(days=1)).isoformat(), "logins": 4, "active_users": 2},
+    ]
+    accounts = [account("acc-1"), account("acc-2")]
+    folder = write_snapshot(tmp_path / "s", AS_OF, {"accounts": accounts, "usage": rows, "activity": activity})
+    await run_in_process(factory, request(folder))
+    async with session_scope(factory) as session:
+        result = await session.execute(select(DailySeries.account_id, DailySeries.name, DailySeries.data))
+        stored = {(account_id, name): json.loads(data) for account_id, name, data in result}
+    assert stored["acc-1", "usage:p"]["used"] == [1.0, 2.0]
+    assert stored["acc-2", "usage:p"]["used"] == [5.0, None, 6.0]
+    assert stored["acc-1", "activity"] == {"start": "2026-12-03", "logins": [4, 3], "active_users": [2, 1]}
+
+
 def ticket(ticket_id: str, account_id: str, **extra: Any) -> dict[str, Any]:
     return {
         "id": ticket_id,
