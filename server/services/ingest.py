@@ -155,21 +155,25 @@ def record_texts(folder: Path, staged: Iterable[tuple[str, StagedAccount]]) -> d
             for entity, span in item.records.items():
                 if entity not in files:
                     files[entity] = (folder / f"{entity}.jsonl").open("rb")
-                ranges = list(zip(span[::2], span[1::2], strict=True))
-                data = b"".join(_read_range(files[entity], start, end) for start, end in ranges)
-                if len(data) != sum(end - start for start, end in ranges):
-                    raise SnapshotFolderError(f"{folder / entity}.jsonl: shorter than when it was read")
-                lines = (line.strip() for line in data.split(b"\n"))
-                texts[account_id, entity] = (b"[" + b",".join(line for line in lines if line) + b"]").decode()
+                handle = files[entity]
+                data = b""
+                for start, end in zip(span[::2], span[1::2], strict=True):
+                    handle.seek(start)
+                    piece = handle.read(end - start)
+                    if len(piece) != end - start:
+                        raise SnapshotFolderError(f"{folder / entity}.jsonl: shorter than when it was read")
+                    data += piece
+                texts[account_id, entity] = lines_as_json_array(data).decode()
         return texts
     finally:
         for handle in files.values():
             handle.close()
 
 
-def _read_range(handle: BinaryIO, start: int, end: int) -> bytes:
-    handle.seek(start)
-    return handle.read(end - start)
+def lines_as_json_array(lines: bytes) -> bytes:
+    """JSON Lines (each line one good row) as one JSON array, each line stripped."""
+    stripped = (line.strip() for line in lines.split(b"\n"))
+    return b"[" + b",".join(line for line in stripped if line) + b"]"
 
 
 @dataclass
