@@ -1,4 +1,5 @@
-"""The security suite: fast password hashing except where the real parameters are the point."""
+"""The security suite: fast password hashing except where the real parameters are the point, and
+a clock tests can move forward."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from argon2 import PasswordHasher
 
 import server.services.twofactor as twofactor
 import server.web.auth as auth
+from server.web import clock
+from tests.security.helpers import MovedClock
 
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
@@ -19,6 +22,13 @@ def fast_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(auth, "HASHER", FAST)
     monkeypatch.setattr(auth, "_DUMMY_HASH", FAST.hash("dummy password for unknown emails"))
     monkeypatch.setattr(twofactor, "RECOVERY_HASHER", FAST)
+
+
+@pytest.fixture
+def moved_clock(monkeypatch: pytest.MonkeyPatch) -> MovedClock:
+    moved = MovedClock(clock.now)
+    monkeypatch.setattr(clock, "now", moved.now)
+    return moved
 
 
 def pytest_configure(config: pytest.Config) -> None:

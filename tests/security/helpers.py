@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -218,3 +218,14 @@ async def enable_totp(browser: Browser, password: str = PASSWORD) -> tuple[str, 
     codes = re.findall(r"<li><code>([a-z2-9]{5}-[a-z2-9]{5})</code></li>", response.text)
     assert len(codes) == 10
     return key, codes, int(now) // 30
+
+
+class MovedClock:
+    """The web layer's clock, `seconds` ahead of the real one (timeouts without waiting)."""
+
+    def __init__(self, real: Callable[[], float]) -> None:
+        self.real = real
+        self.seconds = 0.0
+
+    def now(self) -> float:
+        return self.real() + self.seconds

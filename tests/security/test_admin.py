@@ -14,12 +14,12 @@ from server.db.models import User
 from server.errors import Conflict
 from server.services.audit import CLI
 from server.services.users import change_role, set_active
-from server.web import clock
 from server.web.login import INVITE_SALT
 from tests.security.helpers import (
     PASSWORD,
     SECRET_KEY,
     Browser,
+    MovedClock,
     audit_events,
     database,
     enable_totp,
@@ -113,18 +113,13 @@ async def test_role_changes_are_audited_and_end_sessions(database_url: str) -> N
     assert changes[0].ip and changes[0].at.tzinfo is not None
 
 
-async def test_sensitive_admin_actions_ask_to_confirm_identity(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_sensitive_admin_actions_ask_to_confirm_identity(database_url: str, moved_clock: MovedClock) -> None:
     await seed_users(database_url, ("admin@example.com", "admin"), ("csm@example.com", "csm"))
     csm_id = (await user_row(database_url, "csm@example.com")).id
-    real = clock.now
-    offset = {"seconds": 0.0}
-    monkeypatch.setattr(clock, "now", lambda: real() + offset["seconds"])
     async with running(database_url) as client:
         admin = Browser(client)
         await admin.login("admin@example.com")
-        offset["seconds"] = 10 * 60
+        moved_clock.seconds = 10 * 60
         page = await admin.post(
             f"/admin/users/{csm_id}/role", {"role": "admin"}, headers={"referer": "http://testserver.local/admin/users"}
         )
@@ -147,18 +142,15 @@ async def test_sensitive_admin_actions_ask_to_confirm_identity(
 
 
 async def test_ending_other_sessions_does_not_renew_the_confirmation(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    database_url: str, moved_clock: MovedClock
 ) -> None:
     """The session gets a new id, not a new proof of identity: a stale confirmation stays stale."""
     await seed_users(database_url, ("admin@example.com", "admin"), ("csm@example.com", "csm"))
     csm_id = (await user_row(database_url, "csm@example.com")).id
-    real = clock.now
-    offset = {"seconds": 0.0}
-    monkeypatch.setattr(clock, "now", lambda: real() + offset["seconds"])
     async with running(database_url) as client:
         admin = Browser(client)
         await admin.login("admin@example.com")
-        offset["seconds"] = 10 * 60
+        moved_clock.seconds = 10 * 60
         assert (await admin.post("/settings/security/sessions/end-others")).status_code == 303
         page = await admin.post(f"/admin/users/{csm_id}/role", {"role": "admin"})
         assert page.status_code == 303 and location(page).startswith("/reauth?next=")

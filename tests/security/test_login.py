@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import select
 
 from server.db.models import SessionRecord
-from server.web import clock
 from server.web.limits import LOGIN_ACCOUNT
 from tests.security.helpers import (
     PASSWORD,
     Browser,
+    MovedClock,
     audit_events,
     database,
     location,
@@ -133,29 +133,26 @@ async def test_logout_ends_every_session_of_the_user(database_url: str) -> None:
         assert (await replay.get("/settings/security")).status_code == 302
 
 
-async def test_idle_and_absolute_timeouts(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_idle_and_absolute_timeouts(database_url: str, moved_clock: MovedClock) -> None:
     await seed_users(database_url, ("csm@example.com", "csm"))
-    real = clock.now
-    offset = {"seconds": 0.0}
-    monkeypatch.setattr(clock, "now", lambda: real() + offset["seconds"])
     async with running(database_url) as client:
         idle = Browser(client)
         await idle.login("csm@example.com")
-        offset["seconds"] = 29 * 60
+        moved_clock.seconds = 29 * 60
         assert (await idle.get("/settings/security")).status_code == 200  # activity renews the idle timer
-        offset["seconds"] = 29 * 60 + 29 * 60
+        moved_clock.seconds = 29 * 60 + 29 * 60
         assert (await idle.get("/settings/security")).status_code == 200
-        offset["seconds"] = 29 * 60 + 29 * 60 + 31 * 60
+        moved_clock.seconds = 29 * 60 + 29 * 60 + 31 * 60
         response = await idle.get("/settings/security")
         assert response.status_code == 302 and location(response).startswith("/login")
 
-        offset["seconds"] = 0
+        moved_clock.seconds = 0
         busy = Browser(client)
         await busy.login("csm@example.com")
         for minutes in range(20, 12 * 60, 20):  # active every 20 minutes for 12 hours
-            offset["seconds"] = minutes * 60
+            moved_clock.seconds = minutes * 60
             assert (await busy.get("/settings/security")).status_code == 200, minutes
-        offset["seconds"] = 12 * 3600 + 60
+        moved_clock.seconds = 12 * 3600 + 60
         assert (await busy.get("/settings/security")).status_code == 302
 
 
@@ -215,16 +212,13 @@ async def test_password_attempts_are_limited_per_account(database_url: str) -> N
     assert lockouts[0].object_id == "csm@example.com"
 
 
-async def test_attempt_limits_expire(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_attempt_limits_expire(sqlite_url: str, moved_clock: MovedClock) -> None:
     await seed_users(sqlite_url, ("csm@example.com", "csm"))
-    real = clock.now
-    offset = {"seconds": 0.0}
-    monkeypatch.setattr(clock, "now", lambda: real() + offset["seconds"])
     async with running(sqlite_url) as client:
         for _ in range(LOGIN_ACCOUNT.attempts):
             await Browser(client).post("/login", {"email": "csm@example.com", "password": "wrong wrong wrong"})
         assert (await Browser(client).login("csm@example.com")).status_code == 429
-        offset["seconds"] = LOGIN_ACCOUNT.window + 1
+        moved_clock.seconds = LOGIN_ACCOUNT.window + 1
         assert (await Browser(client).login("csm@example.com")).status_code == 303
 
 

@@ -14,12 +14,12 @@ from sqlalchemy import select
 from server.db.models import RecoveryCode, User
 from server.db.session import create_engine, session_factory, session_scope
 from server.services import twofactor
-from server.web import clock
 from server.web.limits import CODE_ACCOUNT, RECOVERY_ACCOUNT
 from tests.security.helpers import (
     PASSWORD,
     SECRET_KEY,
     Browser,
+    MovedClock,
     audit_events,
     database,
     enable_totp,
@@ -273,15 +273,12 @@ def test_secrets_and_drift_window() -> None:
     assert twofactor.matching_step(secret, totp.at(now + 60), now) is None
 
 
-async def test_reauth_before_turning_two_factor_on(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_reauth_before_turning_two_factor_on(database_url: str, moved_clock: MovedClock) -> None:
     await seed_users(database_url, ("csm@example.com", "csm"))
-    real = clock.now
-    offset = {"seconds": 0.0}
-    monkeypatch.setattr(clock, "now", lambda: real() + offset["seconds"])
     async with running(database_url) as client:
         browser = Browser(client)
         await browser.login("csm@example.com")
-        offset["seconds"] = 6 * 60
+        moved_clock.seconds = 6 * 60
         response = await browser.get("/settings/security/2fa")
         assert response.status_code == 303
         assert location(response) == "/reauth?next=%2Fsettings%2Fsecurity%2F2fa"
