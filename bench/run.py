@@ -189,6 +189,7 @@ def workers_phase(snapshot: Path, workers: int) -> dict[str, Any] | None:
         "CSM_REDIS_URL": redis_url,
         "CSM_POLICY_DIR": str(ROOT / "policies"),
         "CSM_CHUNK_SIZE": "1000",
+        "CSM_INGEST_PARTS": str(workers),  # one part of the reading per worker
     }
     try:
         asyncio.run(enqueue())

@@ -8,13 +8,20 @@ so the reader's footprint does not grow with the number of usage rows.
 
 Rows are delivered accounts first, then entity by entity in file order, which is what the
 engine's streaming evaluator needs (and what "ties: last in file order" refers to).
+
+A reader can deliver one `Part` of the customers, so that several workers share a run's
+reading: each reads every file but checks, delivers and reports only its own customers' rows
+(by a hash of the customer id). What needs every row — the set of customers, duplicate ids of
+orders or tickets across customers — is still checked on every row by every part.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -25,6 +32,7 @@ from engine.snapshot import FILE_ENTITIES, ROW_TYPES, BadRow, Manifest, RowCheck
 
 MAX_LINE_BYTES = 1_000_000
 KEPT_BAD_ROWS = 1000  # reported in full; beyond that only counted
+ROUTED_ENTITIES = ("usage", "activity")  # nearly all rows: another part's rows are only glanced at
 
 
 class SnapshotFolderError(Exception):
@@ -40,8 +48,14 @@ class ReadReport:
     bad_row_count: int = 0
     bad_by_reason: Counter[str] = field(default_factory=Counter)
     bytes_read: int = 0
+    incomplete_accounts: set[str] = field(default_factory=set)  # customers with a bad row
+    unattributed: bool = False  # a bad row of no known customer: nobody's data is known complete
 
     def add_bad(self, bad: BadRow) -> None:
+        if bad.account_id is None:
+            self.unattributed = True
+        else:
+            self.incomplete_accounts.add(bad.account_id)
         self.bad_row_count += 1
         self.bad_by_reason[f"{bad.file}: {bad.field or 'line'}"] += 1
         if len(self.bad_rows) < KEPT_BAD_ROWS:
@@ -58,6 +72,39 @@ def read_manifest(folder: Path) -> Manifest:
         return msgspec.json.decode(path.read_bytes(), type=Manifest)
     except msgspec.DecodeError as exc:
         raise SnapshotFolderError(f"{path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Part:
+    """Customers `number` of `of` shares; rows of no known customer belong to part 0."""
+
+    number: int = 0
+    of: int = 1
+
+    def owns(self, account_id: str | None) -> bool:
+        if self.of == 1:
+            return True
+        if account_id is None:
+            return self.number == 0
+        return zlib.crc32(account_id.encode()) % self.of == self.number
+
+
+WHOLE = Part()
+
+
+class _AccountOnly(msgspec.Struct):
+    account_id: str
+
+
+_ACCOUNT_ONLY = msgspec.json.Decoder(_AccountOnly)
+
+
+def _owner_of(line: bytes) -> str | None:
+    """The customer a line names, read cheaply (most of a full decode is skipped)."""
+    try:
+        return _ACCOUNT_ONLY.decode(line).account_id
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _account_of(line)
 
 
 BLOCK_BYTES = 2 << 20  # lines are read, decoded and checked about this many bytes at a time
@@ -97,7 +144,7 @@ def _decode_block(
     numbers: Sequence[int],
     lines: list[bytes],
     offsets: Sequence[int],
-    report: ReadReport,
+    refuse: Callable[[BadRow], None],
 ) -> tuple[list[Any], Sequence[int], list[bytes], Sequence[int]]:
     """Decode every line; a bad one is reported and left out (with its number, from `numbers`)."""
     decode = decoder.decode
@@ -111,7 +158,7 @@ def _decode_block(
     for number, line, offset in zip(numbers, lines, offsets, strict=True):
         row, bad = _decode(decoder, file_name, number, line)
         if bad is not None:
-            report.add_bad(bad)
+            refuse(bad)
             continue
         rows.append(row)
         kept_numbers.append(number)
@@ -146,6 +193,31 @@ def _decode(decoder: msgspec.json.Decoder[Any], file_name: str, number: int, lin
         return None, BadRow(file=file_name, line=number, field=None, message=f"not valid JSON: {exc}", account_id=None)
 
 
+def _routed(
+    part: Part, numbers: Sequence[int], lines: list[bytes], offsets: Sequence[int], report: ReadReport
+) -> tuple[Sequence[int], list[bytes], Sequence[int]]:
+    """The lines of `part`'s customers (and, for part 0, those that name no customer)."""
+    kept_numbers, kept_lines, kept_offsets = [], [], []
+    for number, line, offset in zip(numbers, lines, offsets, strict=True):
+        owner = None if len(line) > MAX_LINE_BYTES else _owner_of(line)
+        if part.owns(owner):
+            kept_numbers.append(number)
+            kept_lines.append(line)
+            kept_offsets.append(offset)
+        elif owner is None:
+            report.unattributed = True  # a line naming no customer is a bad row (part 0 reports it)
+    return kept_numbers, kept_lines, kept_offsets
+
+
+def _refuse(report: ReadReport, part: Part, bad: BadRow) -> None:
+    """Report a bad row if it is `part`'s; another part reports it, but a row of no known
+    customer leaves every part's customers incomplete."""
+    if part.owns(bad.account_id):
+        report.add_bad(bad)
+    elif bad.account_id is None:
+        report.unattributed = True
+
+
 class SnapshotFolderReader:
     """Streams the rows of a snapshot folder into a sink, checking each one."""
 
@@ -154,8 +226,8 @@ class SnapshotFolderReader:
         self.manifest = read_manifest(folder)
         self.as_of = self.manifest.as_of
 
-    def batches(self, report: ReadReport) -> Iterator[Block]:
-        """Blocks of good rows, accounts first; bad rows go to `report`.
+    def batches(self, report: ReadReport, part: Part = WHOLE) -> Iterator[Block]:
+        """Blocks of good rows of `part`'s customers, accounts first; their bad rows go to `report`.
 
         Lines are read a block at a time; only a block with a bad line is decoded a second time,
         line by line, to tell exactly which line and field is wrong.
@@ -167,23 +239,35 @@ class SnapshotFolderReader:
                 continue  # DATA.md: a missing entity file means "no rows"
             row_type = ROW_TYPES[entity]
             decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(row_type)
+            routed = part.of > 1 and entity in ROUTED_ENTITIES
             for numbers, lines, offsets in _blocks(path):
                 report.bytes_read += sum(map(len, lines))
-                rows, numbers, lines, offsets = _decode_block(decoder, path.name, numbers, lines, offsets, report)
+                if routed:
+                    numbers, lines, offsets = _routed(part, numbers, lines, offsets, report)
+                rows, numbers, lines, offsets = _decode_block(
+                    decoder, path.name, numbers, lines, offsets, partial(_refuse, report, part)
+                )
                 bad = checker.check_batch(entity, rows)
                 for index, field_name, message in bad:
                     row = rows[index]
                     account = row.id if entity == "accounts" else row.account_id
-                    report.add_bad(
+                    _refuse(
+                        report,
+                        part,
                         BadRow(
                             file=path.name, line=numbers[index], field=field_name, message=message, account_id=account
-                        )
+                        ),
                     )
                 if bad:
                     refused = {index for index, _, _ in bad}
                     rows = [row for index, row in enumerate(rows) if index not in refused]
                     lines = [line for index, line in enumerate(lines) if index not in refused]
                     offsets = [offset for index, offset in enumerate(offsets) if index not in refused]
+                if part.of > 1 and not routed:
+                    owned = [part.owns(row.id if entity == "accounts" else row.account_id) for row in rows]
+                    rows = [row for row, mine in zip(rows, owned, strict=True) if mine]
+                    lines = [line for line, mine in zip(lines, owned, strict=True) if mine]
+                    offsets = [offset for offset, mine in zip(offsets, owned, strict=True) if mine]
                 report.rows_kept[entity] += len(rows)
                 if rows:
                     yield Block(entity, rows, lines, offsets)

@@ -27,11 +27,12 @@ class Settings:
     run_at: dt.time = dt.time(6, 0)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Berlin"))
     chunk_size: int = 1000
+    ingest_parts: int = 1  # a run's reading split by customer into this many jobs (about one per worker)
     secret_key: str = ""
     base_url: str = "http://127.0.0.1:8000"
     secure_cookies: bool = False
     environment: str = "development"
-    stale_after: dt.timedelta = dt.timedelta(minutes=15)  # a claimed chunk or an ingestion this quiet is presumed lost
+    stale_after: dt.timedelta = dt.timedelta(minutes=15)  # a claimed chunk or part this quiet is presumed lost
     sweep_seconds: int = 60
 
     @classmethod
@@ -46,6 +47,7 @@ class Settings:
             run_at=_time(env.get("CSM_RUN_AT", "06:00")),
             timezone=ZoneInfo(env.get("CSM_TIMEZONE", "Europe/Berlin")),
             chunk_size=int(env.get("CSM_CHUNK_SIZE", "1000")),
+            ingest_parts=_at_least_one("CSM_INGEST_PARTS", env.get("CSM_INGEST_PARTS", "1")),
             secret_key=env.get("CSM_SECRET_KEY", ""),
             base_url=base_url,
             secure_cookies=base_url.startswith("https://"),
@@ -81,3 +83,10 @@ def _development_secret() -> str:
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(secret)
     return secret
+
+
+def _at_least_one(name: str, value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{name} must be at least 1, not {number}")
+    return number

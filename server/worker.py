@@ -3,12 +3,13 @@
     csm worker            (or: arq server.worker.WorkerSettings)
 
 Jobs carry ids only; the database is the ledger. A run's phases (see server.services.runs) are
-jobs: `start_run` ingests and enqueues one `process_chunk` per chunk, and the chunk that
+jobs: `start_run` enqueues one `ingest_part` per part of the customers (`CSM_INGEST_PARTS`),
+the part that completes the reading enqueues one `process_chunk` per chunk, and the chunk that
 completes the run enqueues `finish_run`. arq delivers at least once and re-runs a killed job
 only after the longest job timeout has passed, so `sweep_runs` (every `CSM_SWEEP_SECONDS`)
-looks at the database instead: a chunk claimed longer ago than `CSM_STALE_SECONDS`, an
-ingestion whose heartbeat stopped, a run whose chunks are all done but which was never
-closed — each gets a fresh job. Claims in the database make a second copy of a job harmless.
+looks at the database instead: a chunk claimed longer ago than `CSM_STALE_SECONDS`, a part
+whose heartbeat stopped, a run whose parts or chunks are all done but which was never moved
+on — each gets a fresh job. Claims in the database make a second copy of a job harmless.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +28,17 @@ from arq.worker import func
 from sqlalchemy import select
 
 from server.db.base import utcnow
-from server.db.models import Run, RunChunk
+from server.db.models import Run, RunChunk, RunPart
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.runs import (
-    RunInProgress,
     RunRefused,
     RunRequest,
+    close_ingestion,
     fail_run,
     finish_run,
-    ingest,
+    ingest_part,
     pending_chunks,
+    pending_parts,
     prepare_run,
     process_chunk,
 )
@@ -83,6 +86,7 @@ async def start_run(
         mode="workers",
         force=force,
         chunk_size=settings.chunk_size,
+        parts=settings.ingest_parts,
         actor=actor,
     )
     try:
@@ -97,21 +101,46 @@ async def start_run(
 
 
 async def ingest_run(ctx: dict[str, Any], run_id: int) -> str:
-    """Ingest a run (again, if its first ingestion died) and queue its chunks."""
+    """Queue the run's parts not yet read; once all are, close the reading and queue the chunks."""
     factory = ctx["factory"]
     async with session_scope(factory) as session:
         run = await session.get(Run, run_id)
         state = run.state if run is not None else "missing"
-    if state in ("pending", "ingesting", "failed"):
-        try:
-            await ingest(factory, run_id, stale_after=ctx["settings"].stale_after)
-        except RunInProgress as exc:
-            return str(exc)
-        except Exception as exc:
-            await fail_run(factory, run_id, f"{type(exc).__name__}: {exc}")
-            raise
+    if state in ("pending", "ingesting"):
+        parts = await pending_parts(factory, run_id)
+        for part_no in parts:
+            await ctx["redis"].enqueue_job("ingest_part", run_id, part_no, _job_id=f"part:{run_id}:{part_no}")
+        if parts:
+            return f"run {run_id}: {len(parts)} parts queued"
+        await close_ingestion(factory, run_id)
     queued = await _enqueue_chunks(ctx["redis"], factory, run_id)
     return f"run {run_id}: {queued} chunks queued"
+
+
+async def ingest_part_job(ctx: dict[str, Any], run_id: int, part_no: int) -> str:
+    settings: Settings = ctx["settings"]
+    factory = ctx["factory"]
+    if ctx.get("reading") is not None:
+        # One part at a time per worker: the parts are there to spread memory and CPU over
+        # workers, and arq hands a worker as many jobs as it has room for. Back to the queue,
+        # for a worker that is free (or for this one, once it is).
+        await ctx["redis"].enqueue_job(
+            "ingest_part", run_id, part_no, _job_id=f"part:{run_id}:{part_no}:{time.time_ns()}", _defer_by=1
+        )
+        return f"part {run_id}/{part_no}: handed back (this worker is reading part {ctx['reading']})"
+    ctx["reading"] = f"{run_id}/{part_no}"
+    try:
+        read = await ingest_part(factory, run_id, part_no, WORKER_NAME, stale_after=settings.stale_after)
+    except Exception as exc:
+        await fail_run(factory, run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        ctx["reading"] = None
+    outcome = f"part {run_id}/{part_no}: {'read' if read else 'taken by another worker or done'}"
+    if not await close_ingestion(factory, run_id):
+        return outcome
+    queued = await _enqueue_chunks(ctx["redis"], factory, run_id)
+    return f"{outcome}; {queued} chunks queued"
 
 
 async def process_chunk_job(ctx: dict[str, Any], run_id: int, chunk_no: int) -> str:
@@ -143,6 +172,7 @@ async def sweep_runs(ctx: dict[str, Any]) -> str:
     actions = []
     async with session_scope(factory) as session:
         runs = list(await session.scalars(select(Run).where(Run.state.in_(("pending", "ingesting", "processing")))))
+        parts = {run.id: list(await session.scalars(select(RunPart).where(RunPart.run_id == run.id))) for run in runs}
         chunks = {
             run.id: list(
                 await session.scalars(select(RunChunk).where(RunChunk.run_id == run.id, RunChunk.state != "done"))
@@ -151,12 +181,7 @@ async def sweep_runs(ctx: dict[str, Any]) -> str:
         }
     for run in runs:
         if run.state in ("pending", "ingesting"):
-            last_sign_of_life = run.heartbeat_at or run.created_at
-            if last_sign_of_life < stale:
-                # One job per silence: later sweeps over the same heartbeat find it queued already.
-                attempt = int(last_sign_of_life.timestamp())
-                await redis.enqueue_job("ingest_run", run.id, _job_id=f"ingest:{run.id}:{attempt}")
-                actions.append(f"run {run.id}: ingestion resumed")
+            actions.extend(await _sweep_parts(redis, run, parts[run.id], stale))
             continue
         open_chunks = chunks[run.id]
         if not open_chunks:
@@ -173,6 +198,26 @@ async def sweep_runs(ctx: dict[str, Any]) -> str:
                 if lost:
                     actions.append(f"run {run.id}: chunk {chunk.chunk_no} re-queued")
     return "; ".join(actions) or "nothing to do"
+
+
+async def _sweep_parts(redis: ArqRedis, run: Run, parts: list[RunPart], stale: dt.datetime) -> list[str]:
+    """Fresh jobs for a run's parts that nobody reads, or for closing the reading if all are read."""
+    actions = []
+    if all(part.state == "done" for part in parts):
+        last_read = max((part.finished_at for part in parts if part.finished_at), default=run.created_at)
+        if last_read < stale:
+            await redis.enqueue_job("ingest_run", run.id, _job_id=f"ingest:{run.id}:{int(last_read.timestamp())}")
+            actions.append(f"run {run.id}: reading closed")
+        return actions
+    for part in parts:
+        last_sign_of_life = part.heartbeat_at if part.state == "running" else run.created_at
+        if part.state != "done" and last_sign_of_life is not None and last_sign_of_life < stale:
+            # A new job id per attempt: arq keeps the old one (and its result) and would refuse it.
+            await redis.enqueue_job(
+                "ingest_part", run.id, part.part_no, _job_id=f"part:{run.id}:{part.part_no}:{part.attempts}"
+            )
+            actions.append(f"run {run.id}: part {part.part_no} re-queued")
+    return actions
 
 
 async def wake_snoozed(ctx: dict[str, Any]) -> str:
@@ -202,7 +247,8 @@ def redis_settings() -> RedisSettings:
 class WorkerSettings:
     functions = [  # noqa: RUF012  (arq reads these class attributes)
         func(start_run, name="start_run", timeout=3 * 3600, max_tries=3),
-        func(ingest_run, name="ingest_run", timeout=3 * 3600, max_tries=3),
+        func(ingest_run, name="ingest_run", timeout=600, max_tries=3),
+        func(ingest_part_job, name="ingest_part", timeout=3 * 3600, max_tries=3),
         func(process_chunk_job, name="process_chunk", timeout=1800, max_tries=5),
         func(finish_run_job, name="finish_run", timeout=600, max_tries=5),
         func(sweep_runs, name="sweep_runs", timeout=120, max_tries=2),

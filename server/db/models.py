@@ -97,6 +97,7 @@ class Run(Base):
     trigger: Mapped[str] = mapped_column(String(20), default="manual")  # schedule | manual | cli | console
     mode: Mapped[str] = mapped_column(String(20), default="in-process")  # in-process | workers
     chunk_size: Mapped[int] = mapped_column(Integer, default=1000)
+    parts_total: Mapped[int] = mapped_column(Integer, default=1)  # ingestion split into this many parts
     chunks_total: Mapped[int] = mapped_column(Integer, default=0)
     chunks_done: Mapped[int] = mapped_column(Integer, default=0)
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # phase -> seconds
@@ -109,7 +110,24 @@ class Run(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
-    heartbeat_at: Mapped[dt.datetime | None]  # ingestion is alive; a stale heartbeat means its worker died
+
+
+class RunPart(Base):
+    """A share of a run's customers, read and staged by one ingestion job; its state lives here."""
+
+    __tablename__ = "run_part"
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"), primary_key=True)
+    part_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), default="pending")  # pending | running | done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    bad_rows: Mapped[list[Any]] = mapped_column(default=list)  # its customers' first bad rows, located
+    bad_by_reason: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[dt.datetime | None]
+    heartbeat_at: Mapped[dt.datetime | None]  # the part is being read; a stale heartbeat means its worker died
+    finished_at: Mapped[dt.datetime | None]
 
 
 class RunChunk(Base):

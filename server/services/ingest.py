@@ -32,7 +32,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connectors.files import Block, ReadReport, SnapshotFolderError, SnapshotFolderReader
+from connectors.files import Block, Part, ReadReport, SnapshotFolderError, SnapshotFolderReader
 from engine import Evaluator
 from engine.results import AccountResult
 from engine.snapshot import Account as AccountRow
@@ -355,11 +355,13 @@ async def write_records(
 
 async def stream_snapshot(
     reader: SnapshotFolderReader,
+    part: Part,
     ingestion: Ingestion,
     write: Any,
 ) -> None:
-    """Read the whole snapshot, handing finished daily series to `write(batch)` as the file moves on."""
-    stream = reader.batches(ingestion.report)
+    """Read `part`'s customers in the snapshot, handing finished daily series to `write(batch)`
+    as the file moves on."""
+    stream = reader.batches(ingestion.report, part)
     more = True
     while more:
         more = await asyncio.to_thread(_advance, stream, ingestion, BLOCKS_PER_STEP)

@@ -2,9 +2,12 @@
 
 A run is pinned to one snapshot (by fingerprint) and one published policy version. Its phases:
 
-1. **ingest** (one job): stream the snapshot into the engine and the daily series, evaluate
-   every customer, and stage what the chunks need in `run_fact` (its account line, where its
-   raw rows lie in the files, its result); then split the customers into chunks (`run_chunk`).
+1. **ingest** (one job per part, `run_part`): stream the snapshot into the engine and the
+   daily series, evaluate the part's customers, and stage what the chunks need in `run_fact`
+   (its account line, where its raw rows lie in the files, its result). A run is read as one
+   part, or split by customer into several that workers read side by side (each reads every
+   file, but checks, folds and stages only its own customers). The process that finishes the
+   last part adds up their counts and splits the customers into chunks (`run_chunk`).
 2. **chunks** (any number of jobs, any number of workers): each claims a chunk in the
    database and, in one transaction, writes its customers' accounts and raw rows (read back
    from the snapshot, refused if it changed), health and CHI history, and applies the
@@ -39,12 +42,23 @@ from redis.exceptions import RedisError
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from connectors.files import ReadReport, SnapshotFolderError, SnapshotFolderReader, read_manifest
+from connectors.files import Part, ReadReport, SnapshotFolderError, SnapshotFolderReader, read_manifest
 from engine import Evaluator
 from engine.reconcile import StoredTask, engine_values, plan_reconciliation
 from engine.snapshot import FILE_ENTITIES, Manifest
 from server.db.base import utcnow
-from server.db.models import Account, ChiPoint, PolicyVersion, Run, RunChunk, RunFact, Snapshot, Task, TaskEvent
+from server.db.models import (
+    Account,
+    ChiPoint,
+    PolicyVersion,
+    Run,
+    RunChunk,
+    RunFact,
+    RunPart,
+    Snapshot,
+    Task,
+    TaskEvent,
+)
 from server.db.session import session_scope
 from server.db.upsert import upsert
 from server.services.ingest import (
@@ -85,6 +99,7 @@ class RunRequest:
     force: bool = False
     strict: bool = False
     chunk_size: int = 1000
+    parts: int = 1  # ingestion split into this many parts, one job each (workers)
 
 
 def snapshot_fingerprint(folder: Path) -> str:
@@ -137,10 +152,12 @@ async def prepare_run(session: AsyncSession, request: RunRequest) -> tuple[Run, 
         trigger=request.trigger,
         mode=request.mode,
         chunk_size=request.chunk_size,
+        parts_total=request.parts,
         created_by=request.actor,
     )
     session.add(run)
     await session.flush()
+    session.add_all(RunPart(run_id=run.id, part_no=number) for number in range(request.parts))
     return run, False
 
 
@@ -179,26 +196,41 @@ def check_strictly(folder: Path) -> None:
         raise RunRefused(f"{report.bad_row_count} bad rows (first: {first}); nothing was written (--strict)")
 
 
-async def claim_ingestion(factory: Factory, run_id: int, stale_after: dt.timedelta = STALE_CHUNK) -> bool:
-    """Take the run's ingestion unless another process holds it (a heartbeat older than `stale_after`
-    is presumed lost): of two processes starting the same run, one reads the snapshot."""
+async def claim_part(
+    factory: Factory, run_id: int, part_no: int, worker: str, stale_after: dt.timedelta = STALE_CHUNK
+) -> bool:
+    """Take a part of the run's ingestion unless it is done or another process reads it (a
+    heartbeat older than `stale_after` is presumed lost): of two processes, one reads it."""
     now = utcnow()
     async with session_scope(factory) as session:
         claimed = await session.execute(
-            update(Run)
+            update(RunPart)
             .where(
-                Run.id == run_id,
+                RunPart.run_id == run_id,
+                RunPart.part_no == part_no,
                 or_(
-                    Run.state.in_(("pending", "failed")),
-                    and_(
-                        Run.state == "ingesting",
-                        or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < now - stale_after),
-                    ),
+                    RunPart.state == "pending",
+                    and_(RunPart.state == "running", RunPart.heartbeat_at < now - stale_after),
                 ),
             )
-            .values(state="ingesting", started_at=func.coalesce(Run.started_at, now), heartbeat_at=now, error=None)
+            .values(state="running", worker=worker, attempts=RunPart.attempts + 1, started_at=now, heartbeat_at=now)
         )
-        return bool(claimed.rowcount)  # type: ignore[attr-defined]
+        if not claimed.rowcount:  # type: ignore[attr-defined]
+            return False
+        await session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.state == "pending")
+            .values(state="ingesting", started_at=func.coalesce(Run.started_at, now), error=None)
+        )
+        return True
+
+
+async def pending_parts(factory: Factory, run_id: int) -> list[int]:
+    async with session_scope(factory) as session:
+        rows = await session.scalars(
+            select(RunPart.part_no).where(RunPart.run_id == run_id, RunPart.state != "done").order_by(RunPart.part_no)
+        )
+        return list(rows)
 
 
 @contextmanager
@@ -225,16 +257,33 @@ async def ingest(
     progress: Callable[[int], None] | None = None,
     stale_after: dt.timedelta = STALE_CHUNK,
 ) -> None:
-    """Phase 1: read, evaluate and stage every customer; create the chunks.
+    """Phase 1 in this process: read every part not yet staged, then create the chunks.
 
-    Raises RunInProgress when another process is ingesting the run."""
-    if not await claim_ingestion(factory, run_id, stale_after):
-        raise RunInProgress(f"run {run_id} is being read by another process, which carries it on")
+    Raises RunInProgress when another process is reading a part."""
+    for part_no in await pending_parts(factory, run_id):
+        if not await ingest_part(factory, run_id, part_no, progress=progress, stale_after=stale_after):
+            raise RunInProgress(f"run {run_id} is being read by another process, which carries it on")
+    await close_ingestion(factory, run_id)
+
+
+async def ingest_part(
+    factory: Factory,
+    run_id: int,
+    part_no: int,
+    worker: str = "in-process",
+    progress: Callable[[int], None] | None = None,
+    stale_after: dt.timedelta = STALE_CHUNK,
+) -> bool:
+    """Phase 1 for one part: read, evaluate and stage its customers. False if another process
+    reads it or it is done."""
+    if not await claim_part(factory, run_id, part_no, worker, stale_after):
+        return False
     with collector_paused():
-        await _read_and_stage(factory, run_id, progress)
+        await _read_and_stage(factory, run_id, part_no, progress)
+    return True
 
 
-async def _read_and_stage(factory: Factory, run_id: int, progress: Callable[[int], None] | None) -> None:
+async def _read_and_stage(factory: Factory, run_id: int, part_no: int, progress: Callable[[int], None] | None) -> None:
     run, snapshot, version = await _run_inputs(factory, run_id)
     started = time.perf_counter()
     folder = Path(snapshot.folder)
@@ -244,28 +293,25 @@ async def _read_and_stage(factory: Factory, run_id: int, progress: Callable[[int
     reader = SnapshotFolderReader(folder)
     ingestion = Ingestion(Evaluator(compiled, run.as_of), portal, run.as_of)
     series_written = 0
+    this_part = (RunPart.run_id == run_id) & (RunPart.part_no == part_no)
 
     async def write(batch: list[Any]) -> None:
         nonlocal series_written
         async with session_scope(factory) as session:
             series_written += await write_series(session, batch, run.as_of)
-            await session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
+            await session.execute(update(RunPart).where(this_part).values(heartbeat_at=utcnow()))
         if progress is not None:
             progress(ingestion.report.bytes_read)
 
-    await stream_snapshot(reader, ingestion, write)
+    await stream_snapshot(reader, Part(part_no, run.parts_total), ingestion, write)
     read_seconds = time.perf_counter() - started
     report = ingestion.report
     account_ids = sorted(ingestion.accounts)
     # Whose data did not arrive whole: their tasks are not resolved by this run.
-    unattributed = any(bad.account_id is None for bad in report.bad_rows) or report.bad_row_count > len(report.bad_rows)
-    all_incomplete = not reader.manifest.complete or unattributed
-    incomplete = {bad.account_id for bad in report.bad_rows if bad.account_id}
+    all_incomplete = not reader.manifest.complete or report.unattributed
+    incomplete = report.incomplete_accounts
 
     encoder = msgspec.msgpack.Encoder()
-    async with session_scope(factory) as session:
-        await session.execute(delete(RunFact).where(RunFact.run_id == run_id))
-        await session.execute(delete(RunChunk).where(RunChunk.run_id == run_id))
     for start in range(0, len(account_ids), WRITE_BATCH):
         rows = []
         for account_id in account_ids[start : start + WRITE_BATCH]:
@@ -276,12 +322,7 @@ async def _read_and_stage(factory: Factory, run_id: int, progress: Callable[[int
             )
         async with session_scope(factory) as session:
             await upsert(session, RunFact, rows, ("run_id", "account_id"), ("complete", "data"))
-    chunks = [account_ids[i : i + run.chunk_size] for i in range(0, len(account_ids), run.chunk_size)]
-    async with session_scope(factory) as session:
-        session.add_all(
-            RunChunk(run_id=run_id, chunk_no=number, first_account=ids[0], last_account=ids[-1])
-            for number, ids in enumerate(chunks)
-        )
+            await session.execute(update(RunPart).where(this_part).values(heartbeat_at=utcnow()))
     counts = {
         "customers": len(account_ids),
         "rows": sum(report.rows_kept.values()),
@@ -290,20 +331,71 @@ async def _read_and_stage(factory: Factory, run_id: int, progress: Callable[[int
         "series_written": series_written,
         "bytes": report.bytes_read,
     }
-    await _set_run(
-        factory,
-        run_id,
-        state="processing",
-        chunks_total=len(chunks),
-        chunks_done=0,
-        counts=counts,
-        bad_rows=[msgspec.to_builtins(bad) for bad in report.bad_rows[:KEPT_ERRORS]],
-        bad_by_reason=dict(report.bad_by_reason),
-        timings={
-            "read": round(read_seconds, 3),
-            "evaluate_and_stage": round(time.perf_counter() - started - read_seconds, 3),
-        },
-    )
+    async with session_scope(factory) as session:
+        await session.execute(
+            update(RunPart)
+            .where(this_part)
+            .values(
+                state="done",
+                finished_at=utcnow(),
+                counts=counts,
+                bad_rows=[msgspec.to_builtins(bad) for bad in report.bad_rows[:KEPT_ERRORS]],
+                bad_by_reason=dict(report.bad_by_reason),
+                timings={
+                    "read": round(read_seconds, 3),
+                    "evaluate_and_stage": round(time.perf_counter() - started - read_seconds, 3),
+                },
+            )
+        )
+
+
+async def close_ingestion(factory: Factory, run_id: int) -> bool:
+    """Once every part is staged: add up their counts and split the customers into chunks.
+
+    One process does it (the run leaves "ingesting" in the same transaction); False when a
+    part is still being read or the run is closed already."""
+    async with session_scope(factory) as session:
+        parts = list(await session.scalars(select(RunPart).where(RunPart.run_id == run_id).order_by(RunPart.part_no)))
+        if any(part.state != "done" for part in parts):
+            return False
+        closing = await session.execute(
+            update(Run).where(Run.id == run_id, Run.state == "ingesting").values(state="processing")
+        )
+        if not closing.rowcount:  # type: ignore[attr-defined]
+            return False
+        run = await session.get(Run, run_id)
+        assert run is not None
+        account_ids = list(
+            await session.scalars(
+                select(RunFact.account_id).where(RunFact.run_id == run_id).order_by(RunFact.account_id)
+            )
+        )
+        chunks = [account_ids[i : i + run.chunk_size] for i in range(0, len(account_ids), run.chunk_size)]
+        await session.execute(delete(RunChunk).where(RunChunk.run_id == run_id))
+        session.add_all(
+            RunChunk(run_id=run_id, chunk_no=number, first_account=ids[0], last_account=ids[-1])
+            for number, ids in enumerate(chunks)
+        )
+        counts: Counter[str] = Counter()
+        bad_by_reason: Counter[str] = Counter()
+        for part in parts:
+            counts.update({name: value for name, value in part.counts.items() if name != "bytes"})
+            bad_by_reason.update(part.bad_by_reason)
+        counts["bytes"] = max(part.counts.get("bytes", 0) for part in parts)  # each part reads every byte
+        file_order = {f"{entity}.jsonl": index for index, entity in enumerate(FILE_ENTITIES)}
+        bad_rows = sorted(
+            (bad for part in parts for bad in part.bad_rows), key=lambda bad: (file_order[bad["file"]], bad["line"])
+        )
+        run.chunks_total = len(chunks)
+        run.chunks_done = 0
+        run.counts = dict(counts)
+        run.bad_rows = bad_rows[:KEPT_ERRORS]
+        run.bad_by_reason = dict(bad_by_reason)
+        # The parts are read side by side: a phase took as long as its slowest part.
+        run.timings = {
+            phase: max(part.timings.get(phase, 0) for part in parts) for phase in ("read", "evaluate_and_stage")
+        }
+        return True
 
 
 async def claim_chunk(
@@ -599,7 +691,7 @@ async def run_in_process(
         return run, True
     total_bytes = SnapshotFolderReader(request.folder).total_bytes()
     try:
-        if run.state in ("pending", "ingesting", "failed"):
+        if run.state in ("pending", "ingesting"):
             await ingest(factory, run.id, lambda done: progress("read", done, total_bytes) if progress else None)
         chunks = await pending_chunks(factory, run.id)
         for index, chunk_no in enumerate(chunks):

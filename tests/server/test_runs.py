@@ -13,10 +13,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connectors.demo import write_demo_snapshot
+from connectors.files import Part
 from engine.compiler import CompiledPolicies
 from engine.snapshot import Sentiment
 from server.db.base import utcnow
-from server.db.models import Account, AccountRecord, ChiPoint, DailySeries, Run, Task, TaskEvent, TaskState
+from server.db.models import Account, AccountRecord, ChiPoint, DailySeries, Run, RunPart, Task, TaskEvent, TaskState
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.dry_run import evaluate_folder
 from server.services.exports import export_tasks
@@ -26,7 +27,7 @@ from server.services.runs import (
     RunRefused,
     RunRequest,
     apply_results,
-    claim_ingestion,
+    claim_part,
     enqueue_run,
     fail_run,
     finish_run,
@@ -41,6 +42,7 @@ from server.settings import Settings
 from server.web.access import CurrentUser, Role
 from server.worker import process_chunk_job
 from tests.conftest import POLICY_DIR
+from tests.services import SqliteTemplate
 from tests.snapshots import account, active_order, write_snapshot
 
 AS_OF = dt.date(2026, 12, 4)
@@ -447,14 +449,16 @@ async def test_one_process_at_a_time_reads_a_run(factory: async_sessionmaker[Asy
     )
     async with session_scope(factory) as session:
         run, _ = await prepare_run(session, request(folder))
-    assert await claim_ingestion(factory, run.id)  # the first process
-    assert not await claim_ingestion(factory, run.id)
+    assert await claim_part(factory, run.id, 0, "first")  # the first process
+    assert not await claim_part(factory, run.id, 0, "second")
     with pytest.raises(RunInProgress, match=f"run {run.id} is being read by another process"):
         await run_in_process(factory, request(folder))
     async with session_scope(factory) as session:
         waiting = await session.get(Run, run.id)
         assert waiting is not None and waiting.state == "ingesting" and waiting.error is None
-        waiting.heartbeat_at = utcnow() - dt.timedelta(minutes=20)  # the first process died
+        part = await session.get(RunPart, (run.id, 0))
+        assert part is not None and part.worker == "first"
+        part.heartbeat_at = utcnow() - dt.timedelta(minutes=20)  # the first process died
     finished, already = await run_in_process(factory, request(folder))
     assert not already and finished.id == run.id and finished.state == "succeeded"
 
@@ -582,3 +586,101 @@ async def test_the_task_export_gives_each_state_as_of_the_day(
 
     assert await exported_state(AS_OF) == "snoozed"
     assert await exported_state(AS_OF + dt.timedelta(days=2)) == "started"  # the snooze ran out
+
+
+def _with_bad_rows(folder: Path, unattributed: bool) -> tuple[str, str]:
+    """Bad rows of every kind appended to a demo snapshot, for customers of different parts.
+    Returns the ids of two customers that parts 0 and 1 of three own."""
+    owners = {number: Part(number, 3) for number in range(3)}
+    ids = [json.loads(line)["id"] for line in (folder / "accounts.jsonl").read_text().splitlines()]
+    first = next(i for i in ids if owners[0].owns(i))
+    second = next(i for i in ids if owners[1].owns(i))
+    orders = [json.loads(line) for line in (folder / "orders.jsonl").read_text().splitlines()]
+    order = next(order for order in orders if order["account_id"] == first)
+
+    def append(entity: str, *lines: str) -> None:
+        with (folder / f"{entity}.jsonl").open("a") as handle:
+            handle.writelines(line + "\n" for line in lines)
+
+    usage = {"product": "VM", "date": "2026-12-01", "used": 1, "scans": 1, "failed_scans": 0}
+    append("accounts", json.dumps(account(first)))  # a duplicate customer
+    # The same order id for another customer, owned by another part: a duplicate all the same.
+    append("orders", json.dumps({**order, "account_id": second}), json.dumps(active_order("acc-nobody", AS_OF, 9)))
+    append(
+        "usage",
+        json.dumps({**usage, "account_id": first, "used": "many"}),
+        json.dumps({**usage, "account_id": second, "date": "2026-12-24"}),
+        json.dumps({**usage, "account_id": "acc-nobody"}),
+        json.dumps({**usage, "id": second}),  # no account_id: whose it is, is read from "id"
+    )
+    append("activity", json.dumps({"account_id": second, "date": "2026-12-02", "logins": -1, "active_users": 1}))
+    if unattributed:
+        append("tickets", '{"id": "t-cut", "account_id": ')
+    return first, second
+
+
+async def stored_state(factory: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+    """Everything a run stores, but the times it was stored at."""
+    async with session_scope(factory) as session:
+        accounts = {
+            a.id: (a.chi, a.band, a.sections, a.reasons, a.facts, a.raw, a.products, a.renewal_date)
+            for a in await session.scalars(select(Account))
+        }
+        tasks = {
+            t.id: (t.rule, t.account_id, t.key, t.severity, t.title, t.description, t.due_on, t.active, t.evidence)
+            for t in await session.scalars(select(Task))
+        }
+        points = sorted((p.account_id, p.chi, p.band) for p in await session.scalars(select(ChiPoint)))
+        series = {(s.account_id, s.name): s.data for s in await session.scalars(select(DailySeries))}
+        records = {(r.account_id, r.entity): r.rows for r in await session.scalars(select(AccountRecord))}
+        run = await session.scalar(select(Run))
+        assert run is not None and run.state == "succeeded"
+        summary = (run.counts, run.bad_rows, run.bad_by_reason, run.chunks_total)
+    return {
+        "accounts": accounts,
+        "tasks": tasks,
+        "points": points,
+        "series": series,
+        "records": records,
+        "run": summary,
+    }
+
+
+@pytest.mark.parametrize("unattributed", [False, True])
+async def test_a_run_read_in_parts_stores_what_a_run_read_whole_does(
+    sqlite_template: SqliteTemplate, tmp_path: Path, unattributed: bool
+) -> None:
+    """Each part reads every file but checks, folds and reports only its own customers' rows;
+    a duplicate order id across customers of two parts is found all the same."""
+    folder = tmp_path / "snapshot"
+    write_demo_snapshot(folder, accounts=90, seed=8, as_of=AS_OF)
+    first, second = _with_bad_rows(folder, unattributed)
+    states = []
+    for parts in (1, 3):
+        engine = create_engine(sqlite_template.copy(tmp_path))
+        try:
+            factory = session_factory(engine)
+            run, _ = await run_in_process(factory, request(folder, parts=parts))
+            assert run.parts_total == parts
+            async with session_scope(factory) as session:
+                read = list(await session.scalars(select(RunPart).where(RunPart.run_id == run.id)))
+            assert [part.state for part in read] == ["done"] * parts
+            assert sum(part.counts["customers"] for part in read) == 90
+            states.append(await stored_state(factory))
+        finally:
+            await engine.dispose()
+    whole, in_parts = states
+    assert in_parts == whole
+    counts, bad_rows, _, _ = whole["run"]
+    found = {(bad["file"], bad["line"], bad["field"], bad["account_id"]) for bad in bad_rows}
+    lines = {entity: len((folder / f"{entity}.jsonl").read_text().splitlines()) for entity in ("orders", "usage")}
+    assert ("accounts.jsonl", 91, "id", first) in found
+    assert ("orders.jsonl", lines["orders"] - 1, "id", second) in found
+    assert ("orders.jsonl", lines["orders"], "account_id", "acc-nobody") in found
+    assert ("usage.jsonl", lines["usage"] - 3, "used", first) in found
+    assert ("usage.jsonl", lines["usage"] - 2, "date", second) in found
+    assert ("usage.jsonl", lines["usage"] - 1, "account_id", "acc-nobody") in found
+    missing = next(bad for bad in bad_rows if (bad["file"], bad["line"]) == ("usage.jsonl", lines["usage"]))
+    assert missing["account_id"] == second and "account_id" in missing["message"]
+    assert counts["bad_rows"] == 8 + unattributed
+    assert counts["incomplete_customers"] == (90 if unattributed else 2)

@@ -25,9 +25,11 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from connectors.demo import write_demo_snapshot
-from server.db.models import Account, ChiPoint, Run, RunChunk, Task
+from server.db.models import Account, ChiPoint, Run, RunChunk, RunPart, Task
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.runs import RunRequest, run_in_process
+from server.settings import Settings
+from server.worker import ingest_part_job
 from tests.conftest import POLICY_DIR, ROOT
 from tests.services import REDIS_URL, PostgresTemplate, require
 
@@ -97,24 +99,25 @@ def reference(snapshot: Path, postgres_template: PostgresTemplate) -> dict[str, 
     return asyncio.run(clean_run())
 
 
-def worker_env(database_url: str, redis_url: str, burst: bool) -> dict[str, str]:
+def worker_env(database_url: str, redis_url: str, burst: bool, parts: int) -> dict[str, str]:
     return {
         **os.environ,
         "CSM_DATABASE_URL": database_url,
         "CSM_REDIS_URL": redis_url,
         "CSM_POLICY_DIR": str(POLICY_DIR),
         "CSM_CHUNK_SIZE": str(CHUNK_SIZE),
+        "CSM_INGEST_PARTS": str(parts),
         "CSM_STALE_SECONDS": "2",
         "CSM_SWEEP_SECONDS": "1",
         "CSM_WORKER_BURST": "1" if burst else "0",
     }
 
 
-def start_worker(database_url: str, redis_url: str, burst: bool = False) -> subprocess.Popen[bytes]:
+def start_worker(database_url: str, redis_url: str, burst: bool = False, parts: int = 1) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "server.cli", "worker"],
         cwd=ROOT,
-        env=worker_env(database_url, redis_url, burst),
+        env=worker_env(database_url, redis_url, burst, parts),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -173,27 +176,30 @@ def test_one_worker_reaches_the_clean_state(
     assert asyncio.run(final_state(url)) == reference
 
 
-def test_two_workers_give_the_same_result_as_one(
+def test_two_workers_reading_a_part_each_give_the_same_result_as_one(
     snapshot: Path, postgres_template: PostgresTemplate, redis_url: str, reference: dict[str, Any]
 ) -> None:
     url = postgres_template.copy()
     asyncio.run(enqueue(redis_url, snapshot))
-    workers = [start_worker(url, redis_url), start_worker(url, redis_url)]
+    workers = [start_worker(url, redis_url, parts=2), start_worker(url, redis_url, parts=2)]
     try:
         wait_for(url, lambda state, _done: state == "succeeded", timeout=120)
     finally:
         for worker in workers:
             stop(worker)
     assert asyncio.run(final_state(url)) == reference
-    chunk_workers = asyncio.run(_chunk_workers(url))
+    parts, chunk_workers = asyncio.run(_who_worked(url))
+    assert [(part.part_no, part.state) for part in parts] == [(0, "done"), (1, "done")]
+    assert sum(part.counts["customers"] for part in parts) == 300
     assert len(chunk_workers) >= 1
 
 
-async def _chunk_workers(url: str) -> set[str]:
+async def _who_worked(url: str) -> tuple[list[RunPart], set[str]]:
     engine = create_engine(url)
     try:
         async with session_scope(session_factory(engine)) as session:
-            return {w for w in await session.scalars(select(RunChunk.worker)) if w}
+            parts = list(await session.scalars(select(RunPart).order_by(RunPart.part_no)))
+            return parts, {w for w in await session.scalars(select(RunChunk.worker)) if w}
     finally:
         await engine.dispose()
 
@@ -203,9 +209,10 @@ def test_a_worker_killed_at_a_random_point_then_restarted_reaches_the_clean_stat
     snapshot: Path, postgres_template: PostgresTemplate, redis_url: str, reference: dict[str, Any], round_: int
 ) -> None:
     rng = random.Random(round_)
+    parts = 1 + round_ % 2  # every other round, the reading is split in two parts
     url = postgres_template.copy()
     asyncio.run(enqueue(redis_url, snapshot))
-    first = start_worker(url, redis_url)
+    first = start_worker(url, redis_url, parts=parts)
     # Kill during ingestion, or after a random number of chunks.
     chunks_total = reference["runs"][0][2]
     target = rng.randrange(0, chunks_total)
@@ -216,9 +223,28 @@ def test_a_worker_killed_at_a_random_point_then_restarted_reaches_the_clean_stat
         wait_for(url, lambda _state, done: done >= target, timeout=60)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    second = start_worker(url, redis_url)
+    second = start_worker(url, redis_url, parts=parts)
     try:
         wait_for(url, lambda state, _done: state == "succeeded", timeout=120)
     finally:
         stop(second)
     assert asyncio.run(final_state(url)) == reference
+
+
+async def _hand_back(redis_url: str) -> tuple[str, list[tuple[str, tuple[Any, ...]]]]:
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    try:
+        context = {"settings": Settings.from_env(), "factory": None, "redis": redis, "reading": "7/0"}
+        message = await ingest_part_job(context, 7, 1)
+        queued = [(job.function, job.args) for job in await redis.queued_jobs()]
+    finally:
+        await redis.aclose()
+    return message, queued
+
+
+def test_a_worker_reading_a_part_hands_another_part_back_to_the_queue(redis_url: str) -> None:
+    """arq gives a worker as many jobs as it has room for; parts are there to spread the reading
+    over workers, so a worker reads one at a time and leaves the next to a free worker."""
+    message, queued = asyncio.run(_hand_back(redis_url))
+    assert message == "part 7/1: handed back (this worker is reading part 7/0)"
+    assert queued == [("ingest_part", (7, 1))]
