@@ -12,7 +12,9 @@ Each measured phase runs in its own process, so its peak memory (max RSS) is its
 3. re-run: the same snapshot and policies again (`--force`): must write zero task rows;
    then store: what the run stored, copied by SQLite alone into an empty database with the
    same schema (`INSERT ... SELECT`, no Python per row): the floor of storing it;
-4. workers (when PostgreSQL and Redis answer): the run on PostgreSQL with 1 and with 2 arq workers.
+4. workers (when PostgreSQL and Redis answer): the run on PostgreSQL with 1 and with 2 arq workers,
+   the reading split into one part per worker (`--workers-only 2,4` measures only these, for
+   snapshots too big for the rest).
 
 Figures go to a table and to bench/out/run.json. The snapshot is generated once into bench/out/.
 """
@@ -38,6 +40,15 @@ AS_OF = dt.date(2026, 12, 4)
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss_of(pid: int) -> float:
+    """A running process's peak memory in MB (Linux: VmHWM), 0 where it cannot be read."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0.0)
 
 
 # ── phases (each run in a child process: `python -m bench.run --phase NAME ...`) ────────
@@ -211,11 +222,19 @@ def workers_phase(snapshot: Path, workers: int) -> dict[str, Any] | None:
                     break
                 time.sleep(0.5)
             seconds = time.perf_counter() - started
+            peaks = [peak_rss_of(process.pid) for process in processes]
         finally:
             for process in processes:
                 process.terminate()
                 process.wait(timeout=60)
-        return {"workers": workers, "seconds": seconds, "state": run.state, "error": run.error, "timings": run.timings}
+        return {
+            "workers": workers,
+            "seconds": seconds,
+            "state": run.state,
+            "error": run.error,
+            "timings": run.timings,
+            "peak_mb": max(peaks),
+        }
     finally:
         template.close()
 
@@ -223,11 +242,43 @@ def workers_phase(snapshot: Path, workers: int) -> dict[str, Any] | None:
 # ── the table ──────────────────────────────────────────────────────────────────────────
 
 
+def worker_row(result: dict[str, Any]) -> tuple[str, ...]:
+    note = result["state"] if result["state"] == "succeeded" else f"{result['state']}: {result['error']}"
+    timings = ", ".join(f"{phase.replace('_', ' ')} {seconds:.0f} s" for phase, seconds in result["timings"].items())
+    return (
+        f"PostgreSQL, {result['workers']} worker(s), {result['workers']} part(s)",
+        f"{result['seconds']:.1f}",
+        "",
+        f"{result['peak_mb']:,.0f} MB",
+        f"{note}; {timings}",
+    )
+
+
+def print_workers(console: Any, accounts: int, size: int, results: list[dict[str, Any] | None]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Engine run on PostgreSQL workers: {accounts:,} customers, {size / 1e9:.2f} GB")
+    for column in ("measure", "seconds", "rows/s", "peak memory per worker", "note"):
+        table.add_column(column, justify="left" if column in ("measure", "note") else "right")
+    for result in results:
+        if result is None:
+            raise SystemExit("PostgreSQL or Redis does not answer")
+        table.add_row(*worker_row(result))
+    console.print(table)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"workers-{accounts}.json").write_text(json.dumps(results, indent=2, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=91)
     parser.add_argument("--skip-workers", action="store_true", help="Do not measure the PostgreSQL workers.")
+    parser.add_argument(
+        "--workers-only",
+        metavar="N,N",
+        help="Measure only the PostgreSQL workers, with these numbers of workers (for big snapshots).",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
@@ -259,6 +310,11 @@ def main() -> None:
         seconds = time.perf_counter() - started
         console.print(f"generated {stats.total_rows:,} rows, {stats.bytes_written / 1e9:.2f} GB in {seconds:.0f} s")
     size = sum(path.stat().st_size for path in snapshot.glob("*.jsonl"))
+    if args.workers_only:
+        print_workers(
+            console, args.accounts, size, [workers_phase(snapshot, int(n)) for n in args.workers_only.split(",")]
+        )
+        return
     database_file = OUT / f"run-{args.accounts}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database_file}{suffix}").unlink(missing_ok=True)
@@ -316,8 +372,7 @@ def main() -> None:
         f"{task_writes} task rows written (target 0)",
     )
     for result in workers:
-        note = result["state"] if result["state"] == "succeeded" else f"{result['state']}: {result['error']}"
-        table.add_row(f"PostgreSQL, {result['workers']} worker(s)", f"{result['seconds']:.1f}", "", "", note)
+        table.add_row(*worker_row(result))
     console.print(table)
     console.print(
         f"opened {run['counts'].get('opened', 0):,} tasks; CPython {sys.version.split()[0]}, {os.cpu_count()} CPUs"

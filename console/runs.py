@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.files import SnapshotFolderError, read_manifest
 from server.db.base import utcnow
-from server.db.models import Account, Run, RunChunk, Snapshot, Task, TaskState
+from server.db.models import Account, Run, RunChunk, RunPart, Snapshot, Task, TaskState
 from server.errors import InvalidInput, NotFound
 from server.services.audit import record
 from server.services.runs import RunRefused, RunRequest, enqueue_run, run_in_background, runnable_manifest
@@ -44,6 +44,8 @@ class RunView(Struct, kw_only=True):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    parts_total: int
+    parts_done: int
     chunks_total: int
     chunks_done: int
     counts: dict[str, Any]
@@ -55,7 +57,7 @@ class RunView(Struct, kw_only=True):
     errors: list[Any] = []
 
 
-def run_view(run: Run, folder: str | None = None, detail: bool = False) -> RunView:
+def run_view(run: Run, folder: str | None, parts_done: int, detail: bool = False) -> RunView:
     view = RunView(
         id=run.id,
         as_of=run.as_of,
@@ -67,6 +69,8 @@ def run_view(run: Run, folder: str | None = None, detail: bool = False) -> RunVi
         created_at=run.created_at,
         started_at=run.started_at,
         finished_at=run.finished_at,
+        parts_total=run.parts_total,
+        parts_done=parts_done,
         chunks_total=run.chunks_total,
         chunks_done=run.chunks_done,
         counts=run.counts,
@@ -79,25 +83,37 @@ def run_view(run: Run, folder: str | None = None, detail: bool = False) -> RunVi
     return view
 
 
+# How many of a run's parts are read (the progress of its reading).
+PARTS_DONE = (
+    select(func.count())
+    .select_from(RunPart)
+    .where(RunPart.run_id == Run.id, RunPart.state == "done")
+    .correlate(Run)
+    .scalar_subquery()
+)
+
+
 async def _runs(session: AsyncSession) -> list[RunView]:
     rows = await session.execute(
-        select(Run, Snapshot.folder)
+        select(Run, Snapshot.folder, PARTS_DONE)
         .join(Snapshot, Snapshot.id == Run.snapshot_id)
         .order_by(Run.id.desc())
         .limit(PAGE_SIZE)
     )
-    return [run_view(run, folder) for run, folder in rows]
+    return [run_view(run, folder, parts_done) for run, folder, parts_done in rows]
 
 
 async def _run(session: AsyncSession, run_id: int) -> RunView:
     row = (
         await session.execute(
-            select(Run, Snapshot.folder).join(Snapshot, Snapshot.id == Run.snapshot_id).where(Run.id == run_id)
+            select(Run, Snapshot.folder, PARTS_DONE)
+            .join(Snapshot, Snapshot.id == Run.snapshot_id)
+            .where(Run.id == run_id)
         )
     ).first()
     if row is None:
         raise NotFound(f"no run {run_id}")
-    return run_view(row[0], row[1], detail=True)
+    return run_view(row[0], row[1], row[2], detail=True)
 
 
 @get("/console/runs", guards=GUARD)
@@ -200,7 +216,7 @@ async def snapshot_health(session: AsyncSession, folder: Path) -> SnapshotHealth
     health.age_days = (utcnow().date() - manifest.as_of).days
     row = (
         await session.execute(
-            select(Run, Snapshot.folder)
+            select(Run, Snapshot.folder, PARTS_DONE)
             .join(Snapshot, Snapshot.id == Run.snapshot_id)
             .where(Snapshot.folder == resolved)
             .order_by(Run.id.desc())
@@ -208,7 +224,7 @@ async def snapshot_health(session: AsyncSession, folder: Path) -> SnapshotHealth
         )
     ).first()
     if row is not None:
-        health.last_run = run_view(row[0], row[1])
+        health.last_run = run_view(row[0], row[1], row[2])
     return health
 
 

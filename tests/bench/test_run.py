@@ -6,9 +6,10 @@ each one runs on a demo snapshot of a few customers and its figures are checked 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from bench.run import AS_OF, phase_decode, phase_fold, phase_run, phase_store
+from bench.run import AS_OF, peak_rss_mb, peak_rss_of, phase_decode, phase_fold, phase_run, phase_store
 from connectors.demo import write_demo_snapshot
 
 
@@ -33,3 +34,8 @@ def test_the_run_benchmark_phases_measure_a_small_snapshot(tmp_path: Path) -> No
     store = phase_store(database_file)
     assert store["megabytes"] > 0
     assert not list(tmp_path.glob("run-copy.db*"))  # the copy is measured, then removed
+
+
+def test_a_worker_process_peak_memory_is_read_from_proc() -> None:
+    assert 0.5 * peak_rss_mb() <= peak_rss_of(os.getpid()) <= 2 * peak_rss_mb()
+    assert peak_rss_of(2**31 - 1) == 0.0  # no such process

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select
 
 from connectors.demo import write_demo_snapshot
-from server.db.models import Account, AuditEvent, PolicyPublication, Run, Task
+from server.db.models import Account, AuditEvent, PolicyPublication, Run, RunPart, Task
 from server.db.session import create_engine, session_factory
-from server.services.runs import RunRequest, run_in_process
+from server.services.runs import RunRequest, prepare_run, run_in_process
 from server.services.tasks import TaskStatus, change_state
 from server.web.access import CurrentUser, Role
 from tests.conftest import POLICY_DIR
@@ -181,6 +181,28 @@ async def test_runs_are_listed_started_and_followed(prepared: tuple[str, Path]) 
     async with database(url) as session:
         assert len(list(await session.scalars(select(Run)))) == 2
         assert await session.scalar(select(AuditEvent).where(AuditEvent.action == "run.started")) is not None
+
+
+async def test_a_run_read_in_parts_shows_how_far_the_reading_got(prepared: tuple[str, Path]) -> None:
+    url, folder = prepared
+    async with database(url) as session:
+        run, _ = await prepare_run(session, RunRequest(folder=folder, policy_dir=POLICY_DIR, force=True, parts=2))
+        run.state = "ingesting"
+        await session.flush()
+        read = await session.get(RunPart, (run.id, 1))
+        assert read is not None
+        read.state = "done"
+        run_id = run.id
+    async with running(url, **env(folder)) as client:
+        ops = Browser(client)
+        await ops.login("ops@example.com")
+        detail = await ops.get(f"/console/runs/{run_id}")
+        assert "Reading the snapshot: 1 of 2 parts read." in detail.text
+        assert 'hx-trigger="every 2s"' in detail.text  # followed until it ends
+        listed = await ops.get("/console/runs")
+        assert "ingesting</span> 1/2 parts" in listed.text
+        shown = (await ops.get(f"/api/console/runs/{run_id}")).json()
+        assert (shown["parts_total"], shown["parts_done"]) == (2, 1)
 
 
 async def test_validate_api_reports_every_problem(prepared: tuple[str, Path]) -> None:

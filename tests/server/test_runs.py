@@ -612,6 +612,7 @@ def _with_bad_rows(folder: Path, unattributed: bool) -> tuple[str, str]:
         json.dumps({**usage, "account_id": second, "date": "2026-12-24"}),
         json.dumps({**usage, "account_id": "acc-nobody"}),
         json.dumps({**usage, "id": second}),  # no account_id: whose it is, is read from "id"
+        json.dumps({**usage, "account_id": ""}),
     )
     append("activity", json.dumps({"account_id": second, "date": "2026-12-02", "logins": -1, "active_users": 1}))
     if unattributed:
@@ -677,10 +678,11 @@ async def test_a_run_read_in_parts_stores_what_a_run_read_whole_does(
     assert ("accounts.jsonl", 91, "id", first) in found
     assert ("orders.jsonl", lines["orders"] - 1, "id", second) in found
     assert ("orders.jsonl", lines["orders"], "account_id", "acc-nobody") in found
-    assert ("usage.jsonl", lines["usage"] - 3, "used", first) in found
-    assert ("usage.jsonl", lines["usage"] - 2, "date", second) in found
-    assert ("usage.jsonl", lines["usage"] - 1, "account_id", "acc-nobody") in found
-    missing = next(bad for bad in bad_rows if (bad["file"], bad["line"]) == ("usage.jsonl", lines["usage"]))
+    assert ("usage.jsonl", lines["usage"] - 4, "used", first) in found
+    assert ("usage.jsonl", lines["usage"] - 3, "date", second) in found
+    assert ("usage.jsonl", lines["usage"] - 2, "account_id", "acc-nobody") in found
+    missing = next(bad for bad in bad_rows if (bad["file"], bad["line"]) == ("usage.jsonl", lines["usage"] - 1))
     assert missing["account_id"] == second and "account_id" in missing["message"]
-    assert counts["bad_rows"] == 8 + unattributed
+    assert ("usage.jsonl", lines["usage"], "account_id", "") in found
+    assert counts["bad_rows"] == 9 + unattributed
     assert counts["incomplete_customers"] == (90 if unattributed else 2)
