@@ -161,7 +161,7 @@ def child(phase: str, **options: str) -> dict[str, Any]:
 # ── workers on PostgreSQL ──────────────────────────────────────────────────────────────
 
 
-def workers_phase(snapshot: Path, workers: int) -> dict[str, Any] | None:
+def workers_phase(snapshot: Path, workers: int, parts: int | None = None) -> dict[str, Any] | None:
     from tests.services import POSTGRES_URL, REDIS_URL, PostgresTemplate, reachable
 
     if not (reachable(POSTGRES_URL) and reachable(REDIS_URL)):
@@ -200,7 +200,7 @@ def workers_phase(snapshot: Path, workers: int) -> dict[str, Any] | None:
         "CSM_REDIS_URL": redis_url,
         "CSM_POLICY_DIR": str(ROOT / "policies"),
         "CSM_CHUNK_SIZE": "1000",
-        "CSM_INGEST_PARTS": str(workers),  # one part of the reading per worker
+        "CSM_INGEST_PARTS": str(parts or workers),  # by default one part of the reading per worker
     }
     try:
         asyncio.run(enqueue())
@@ -229,6 +229,7 @@ def workers_phase(snapshot: Path, workers: int) -> dict[str, Any] | None:
                 process.wait(timeout=60)
         return {
             "workers": workers,
+            "parts": parts or workers,
             "seconds": seconds,
             "state": run.state,
             "error": run.error,
@@ -246,7 +247,7 @@ def worker_row(result: dict[str, Any]) -> tuple[str, ...]:
     note = result["state"] if result["state"] == "succeeded" else f"{result['state']}: {result['error']}"
     timings = ", ".join(f"{phase.replace('_', ' ')} {seconds:.0f} s" for phase, seconds in result["timings"].items())
     return (
-        f"PostgreSQL, {result['workers']} worker(s), {result['workers']} part(s)",
+        f"PostgreSQL, {result['workers']} worker(s), {result['parts']} part(s)",
         f"{result['seconds']:.1f}",
         "",
         f"{result['peak_mb']:,.0f} MB",
@@ -279,6 +280,7 @@ def main() -> None:
         metavar="N,N",
         help="Measure only the PostgreSQL workers, with these numbers of workers (for big snapshots).",
     )
+    parser.add_argument("--parts", type=int, help="Parts of the reading (default: one per worker).")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
