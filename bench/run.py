@@ -313,9 +313,9 @@ def main() -> None:
         console.print(f"generated {stats.total_rows:,} rows, {stats.bytes_written / 1e9:.2f} GB in {seconds:.0f} s")
     size = sum(path.stat().st_size for path in snapshot.glob("*.jsonl"))
     if args.workers_only:
-        print_workers(
-            console, args.accounts, size, [workers_phase(snapshot, int(n)) for n in args.workers_only.split(",")]
-        )
+        counts = [int(number) for number in args.workers_only.split(",")]
+        results = [workers_phase(snapshot, count, args.parts) for count in counts]
+        print_workers(console, args.accounts, size, results)
         return
     database_file = OUT / f"run-{args.accounts}.db"
     for suffix in ("", "-wal", "-shm"):

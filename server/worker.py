@@ -136,7 +136,7 @@ async def ingest_part_job(ctx: dict[str, Any], run_id: int, part_no: int) -> str
         raise
     finally:
         ctx["reading"] = None
-    outcome = f"part {run_id}/{part_no}: {'read' if read else 'taken by another worker or done'}"
+    outcome = f"part {run_id}/{part_no}: {'read' if read else 'not read here (done, being read, or its run failed)'}"
     if not await close_ingestion(factory, run_id):
         return outcome
     queued = await _enqueue_chunks(ctx["redis"], factory, run_id)

@@ -66,6 +66,7 @@ from server.services.ingest import (
     StagedAccount,
     account_columns,
     load_portal_entries,
+    spanning,
     stage_account,
     stream_snapshot,
     write_records,
@@ -200,13 +201,15 @@ async def claim_part(
     factory: Factory, run_id: int, part_no: int, worker: str, stale_after: dt.timedelta = STALE_CHUNK
 ) -> bool:
     """Take a part of the run's ingestion unless it is done or another process reads it (a
-    heartbeat older than `stale_after` is presumed lost): of two processes, one reads it."""
+    heartbeat older than `stale_after` is presumed lost): of two processes, one reads it. The
+    parts of a run that failed meanwhile are left alone."""
     now = utcnow()
+    reading = select(Run.id).where(Run.id == run_id, Run.state.in_(("pending", "ingesting")))
     async with session_scope(factory) as session:
         claimed = await session.execute(
             update(RunPart)
             .where(
-                RunPart.run_id == run_id,
+                RunPart.run_id.in_(reading),
                 RunPart.part_no == part_no,
                 or_(
                     RunPart.state == "pending",
@@ -532,7 +535,9 @@ async def _reconcile(
 ) -> None:
     ids = [account_id for account_id, _ in staged]
     stored: dict[str, dict[str, StoredTask]] = {account_id: {} for account_id in ids}
-    for task in await session.scalars(select(Task).where(Task.account_id.in_(ids))):
+    for task in await session.scalars(select(Task).where(spanning(Task.account_id, ids))):
+        if task.account_id not in stored:
+            continue  # another customer's, between two of this chunk's
         stored[task.account_id][task.id] = StoredTask(
             task_id=task.id,
             rule=task.rule,

@@ -164,6 +164,29 @@ def renewal_snapshot(folder: Path, as_of: dt.date, renewal_in_days: int) -> Path
     return write_snapshot(folder, as_of, rows)
 
 
+async def test_a_customer_missing_from_a_snapshot_keeps_its_tasks_and_records(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """A chunk reads its customers' tasks and records by the range of their ids: a customer
+    between two of them that this snapshot does not have is left as it was."""
+    customers = ("acc-1", "acc-2", "acc-3")
+    rows = {
+        "accounts": [account(customer) for customer in customers],
+        "orders": [active_order(customer, AS_OF, 30) for customer in customers],
+        "tickets": [ticket(f"t-{customer}", customer) for customer in customers],
+    }
+    await run_in_process(factory, request(write_snapshot(tmp_path / "a", AS_OF, rows)))
+    before = {task_id: task for task_id, task in (await task_rows(factory)).items() if task["account_id"] == "acc-2"}
+    assert before and all(task["active"] for task in before.values())
+    tickets_before = await stored_records(factory, "tickets")
+    later = {entity: [row for row in listed if "acc-2" not in json.dumps(row)] for entity, listed in rows.items()}
+    run, _ = await run_in_process(factory, request(write_snapshot(tmp_path / "b", AS_OF + dt.timedelta(days=1), later)))
+    assert run.chunks_total == 1 and run.counts["customers"] == 2
+    after = await task_rows(factory)
+    assert {task_id: after[task_id] for task_id in before} == before
+    assert (await stored_records(factory, "tickets"))["acc-2"] == tickets_before["acc-2"]
+
+
 async def test_a_task_that_stops_and_starts_firing_keeps_its_id_and_history(
     factory: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
@@ -461,6 +484,22 @@ async def test_one_process_at_a_time_reads_a_run(factory: async_sessionmaker[Asy
         part.heartbeat_at = utcnow() - dt.timedelta(minutes=20)  # the first process died
     finished, already = await run_in_process(factory, request(folder))
     assert not already and finished.id == run.id and finished.state == "succeeded"
+
+
+async def test_the_parts_of_a_failed_run_are_not_read(
+    factory: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """A part failed (a worker's disk, say): the run failed and says why; the other parts,
+    still queued, are not read for nothing."""
+    folder = write_snapshot(tmp_path / "s", AS_OF, {"accounts": [account("acc-1"), account("acc-2")]})
+    async with session_scope(factory) as session:
+        run, _ = await prepare_run(session, request(folder, parts=2))
+    assert await claim_part(factory, run.id, 0, "first")
+    await fail_run(factory, run.id, "OSError: no space left on device")
+    assert not await claim_part(factory, run.id, 1, "second")
+    async with session_scope(factory) as session:
+        left = await session.get(RunPart, (run.id, 1))
+        assert left is not None and (left.state, left.attempts) == ("pending", 0)
 
 
 async def test_a_run_that_succeeds_after_a_failure_carries_no_error(
