@@ -52,6 +52,7 @@ WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 
 async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = SETTINGS
+    ctx["reading"] = set()  # the parts this worker reads (arq gives each job a copy of ctx, not of this set)
     ctx["engine"] = create_engine(SETTINGS.database_url)
     ctx["factory"] = session_factory(ctx["engine"])
 
@@ -120,22 +121,24 @@ async def ingest_run(ctx: dict[str, Any], run_id: int) -> str:
 async def ingest_part_job(ctx: dict[str, Any], run_id: int, part_no: int) -> str:
     settings: Settings = ctx["settings"]
     factory = ctx["factory"]
-    if ctx.get("reading") is not None:
+    reading: set[str] = ctx["reading"]
+    if reading:
         # One part at a time per worker: the parts are there to spread memory and CPU over
         # workers, and arq hands a worker as many jobs as it has room for. Back to the queue,
         # for a worker that is free (or for this one, once it is).
         await ctx["redis"].enqueue_job(
             "ingest_part", run_id, part_no, _job_id=f"part:{run_id}:{part_no}:{time.time_ns()}", _defer_by=1
         )
-        return f"part {run_id}/{part_no}: handed back (this worker is reading part {ctx['reading']})"
-    ctx["reading"] = f"{run_id}/{part_no}"
+        return f"part {run_id}/{part_no}: handed back (this worker is reading part {', '.join(sorted(reading))})"
+    part = f"{run_id}/{part_no}"
+    reading.add(part)
     try:
         read = await ingest_part(factory, run_id, part_no, WORKER_NAME, stale_after=settings.stale_after)
     except Exception as exc:
         await fail_run(factory, run_id, f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        ctx["reading"] = None
+        reading.discard(part)
     outcome = f"part {run_id}/{part_no}: {'read' if read else 'not read here (done, being read, or its run failed)'}"
     if not await close_ingestion(factory, run_id):
         return outcome

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import os
 import random
 import signal
@@ -234,7 +235,7 @@ def test_a_worker_killed_at_a_random_point_then_restarted_reaches_the_clean_stat
 async def _hand_back(redis_url: str) -> tuple[str, list[tuple[str, tuple[Any, ...]]]]:
     redis = await create_pool(RedisSettings.from_dsn(redis_url))
     try:
-        context = {"settings": Settings.from_env(), "factory": None, "redis": redis, "reading": "7/0"}
+        context = {"settings": Settings.from_env(), "factory": None, "redis": redis, "reading": {"7/0"}}
         message = await ingest_part_job(context, 7, 1)
         queued = [(job.function, job.args) for job in await redis.queued_jobs()]
     finally:
@@ -248,3 +249,20 @@ def test_a_worker_reading_a_part_hands_another_part_back_to_the_queue(redis_url:
     message, queued = asyncio.run(_hand_back(redis_url))
     assert message == "part 7/1: handed back (this worker is reading part 7/0)"
     assert queued == [("ingest_part", (7, 1))]
+
+
+def test_one_worker_reads_the_parts_of_a_run_one_after_the_other(
+    snapshot: Path, postgres_template: PostgresTemplate, redis_url: str, reference: dict[str, Any]
+) -> None:
+    url = postgres_template.copy()
+    asyncio.run(enqueue(redis_url, snapshot))
+    worker = start_worker(url, redis_url, parts=3)
+    try:
+        wait_for(url, lambda state, _done: state == "succeeded", timeout=120)
+    finally:
+        stop(worker)
+    assert asyncio.run(final_state(url)) == reference
+    parts, _ = asyncio.run(_who_worked(url))
+    spans = sorted((part.started_at, part.finished_at) for part in parts)
+    assert len(spans) == 3
+    assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(spans))  # never two at once
