@@ -33,7 +33,7 @@ from engine.snapshot import FILE_ENTITIES, ROW_TYPES, BadRow, Manifest, RowCheck
 
 MAX_LINE_BYTES = 1_000_000
 KEPT_BAD_ROWS = 1000  # reported in full; beyond that only counted
-ROUTED_ENTITIES = ("usage", "activity")  # nearly all rows: another part's rows are only glanced at
+ROUTED_ENTITIES = ("usage", "activity")  # nearly all rows: another part's are parsed only for their customer
 
 
 class SnapshotFolderError(Exception):
@@ -212,7 +212,11 @@ def _routed(
     mine: list[bool] = []
     for owner, run in groupby(owners):
         mine += [part.owns(owner)] * len(list(run))
-    return list(compress(numbers, mine)), list(compress(lines, mine)), list(compress(offsets, mine))
+    return _kept(mine, numbers), _kept(mine, lines), _kept(mine, offsets)
+
+
+def _kept(mine: list[bool], column: Sequence[Any]) -> list[Any]:
+    return list(compress(column, mine))
 
 
 def _refuse(report: ReadReport, part: Part, bad: BadRow) -> None:
@@ -266,14 +270,11 @@ class SnapshotFolderReader:
                     )
                 if bad:
                     refused = {index for index, _, _ in bad}
-                    rows = [row for index, row in enumerate(rows) if index not in refused]
-                    lines = [line for index, line in enumerate(lines) if index not in refused]
-                    offsets = [offset for index, offset in enumerate(offsets) if index not in refused]
+                    good = [index not in refused for index in range(len(rows))]
+                    rows, lines, offsets = _kept(good, rows), _kept(good, lines), _kept(good, offsets)
                 if part.of > 1 and not routed:
-                    owned = [part.owns(row.id if entity == "accounts" else row.account_id) for row in rows]
-                    rows = [row for row, mine in zip(rows, owned, strict=True) if mine]
-                    lines = [line for line, mine in zip(lines, owned, strict=True) if mine]
-                    offsets = [offset for offset, mine in zip(offsets, owned, strict=True) if mine]
+                    mine = [part.owns(row.id if entity == "accounts" else row.account_id) for row in rows]
+                    rows, lines, offsets = _kept(mine, rows), _kept(mine, lines), _kept(mine, offsets)
                 report.rows_kept[entity] += len(rows)
                 if rows:
                     yield Block(entity, rows, lines, offsets)
