@@ -37,6 +37,7 @@ from server.services.runs import (
     fail_run,
     finish_run,
     ingest_part,
+    note_waiting_part,
     pending_chunks,
     pending_parts,
     prepare_run,
@@ -129,6 +130,7 @@ async def ingest_part_job(ctx: dict[str, Any], run_id: int, part_no: int) -> str
         await ctx["redis"].enqueue_job(
             "ingest_part", run_id, part_no, _job_id=f"part:{run_id}:{part_no}:{time.time_ns()}", _defer_by=1
         )
+        await note_waiting_part(factory, run_id, part_no)
         return f"part {run_id}/{part_no}: handed back (this worker is reading part {', '.join(sorted(reading))})"
     part = f"{run_id}/{part_no}"
     reading.add(part)
@@ -213,8 +215,9 @@ async def _sweep_parts(redis: ArqRedis, run: Run, parts: list[RunPart], stale: d
             actions.append(f"run {run.id}: reading closed")
         return actions
     for part in parts:
-        last_sign_of_life = part.heartbeat_at if part.state == "running" else run.created_at
-        if part.state != "done" and last_sign_of_life is not None and last_sign_of_life < stale:
+        # A running part's heartbeat comes from its reading, a pending one's from its job waiting.
+        last_sign_of_life = part.heartbeat_at or run.created_at
+        if part.state != "done" and last_sign_of_life < stale:
             # A new job id per attempt: arq keeps the old one (and its result) and would refuse it.
             await redis.enqueue_job(
                 "ingest_part", run.id, part.part_no, _job_id=f"part:{run.id}:{part.part_no}:{part.attempts}"

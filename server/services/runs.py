@@ -236,6 +236,16 @@ async def pending_parts(factory: Factory, run_id: int) -> list[int]:
         return list(rows)
 
 
+async def note_waiting_part(factory: Factory, run_id: int, part_no: int) -> None:
+    """A queued part's job is alive, waiting for a free worker: the sweeper leaves it be."""
+    async with session_scope(factory) as session:
+        await session.execute(
+            update(RunPart)
+            .where(RunPart.run_id == run_id, RunPart.part_no == part_no, RunPart.state == "pending")
+            .values(heartbeat_at=utcnow())
+        )
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector for a phase of a run.

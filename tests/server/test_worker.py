@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,12 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from connectors.demo import write_demo_snapshot
+from server.db.base import utcnow
 from server.db.models import Account, ChiPoint, Run, RunChunk, RunPart, Task
 from server.db.session import create_engine, session_factory, session_scope
-from server.services.runs import RunRequest, run_in_process
+from server.services.runs import RunRequest, prepare_run, run_in_process
 from server.settings import Settings
-from server.worker import ingest_part_job
+from server.worker import ingest_part_job, sweep_runs
 from tests.conftest import POLICY_DIR, ROOT
 from tests.services import REDIS_URL, PostgresTemplate, require
 
@@ -232,23 +234,36 @@ def test_a_worker_killed_at_a_random_point_then_restarted_reaches_the_clean_stat
     assert asyncio.run(final_state(url)) == reference
 
 
-async def _hand_back(redis_url: str) -> tuple[str, list[tuple[str, tuple[Any, ...]]]]:
+async def _hand_back_then_sweep(url: str, redis_url: str, snapshot: Path) -> tuple[int, str, list[Any], str]:
+    engine = create_engine(url)
+    factory = session_factory(engine)
     redis = await create_pool(RedisSettings.from_dsn(redis_url))
     try:
-        context = {"settings": Settings.from_env(), "factory": None, "redis": redis, "reading": {"7/0"}}
-        message = await ingest_part_job(context, 7, 1)
+        async with session_scope(factory) as session:
+            run, _ = await prepare_run(session, RunRequest(folder=snapshot, policy_dir=POLICY_DIR, parts=2))
+            run.created_at = utcnow() - dt.timedelta(hours=1)  # queued long ago
+            run_id = run.id
+        settings = replace(Settings.from_env(), stale_after=dt.timedelta(minutes=5))
+        context = {"settings": settings, "factory": factory, "redis": redis, "reading": {f"{run_id}/0"}}
+        message = await ingest_part_job(context, run_id, 1)
         queued = [(job.function, job.args) for job in await redis.queued_jobs()]
+        swept = await sweep_runs(context)
     finally:
         await redis.aclose()
-    return message, queued
+        await engine.dispose()
+    return run_id, message, queued, swept
 
 
-def test_a_worker_reading_a_part_hands_another_part_back_to_the_queue(redis_url: str) -> None:
+def test_a_worker_reading_a_part_hands_another_part_back_to_the_queue(
+    snapshot: Path, postgres_template: PostgresTemplate, redis_url: str
+) -> None:
     """arq gives a worker as many jobs as it has room for; parts are there to spread the reading
-    over workers, so a worker reads one at a time and leaves the next to a free worker."""
-    message, queued = asyncio.run(_hand_back(redis_url))
-    assert message == "part 7/1: handed back (this worker is reading part 7/0)"
-    assert queued == [("ingest_part", (7, 1))]
+    over workers, so a worker reads one at a time and leaves the next to a free worker. A part
+    whose job waits so is alive: the sweeper queues only the part nobody has a job for."""
+    run_id, message, queued, swept = asyncio.run(_hand_back_then_sweep(postgres_template.copy(), redis_url, snapshot))
+    assert message == f"part {run_id}/1: handed back (this worker is reading part {run_id}/0)"
+    assert queued == [("ingest_part", (run_id, 1))]
+    assert swept == f"run {run_id}: part 0 re-queued"
 
 
 def test_one_worker_reads_the_parts_of_a_run_one_after_the_other(
