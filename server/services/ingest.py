@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
+from itertools import groupby
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -42,6 +44,9 @@ from server.db.upsert import upsert
 
 SMALL_ENTITIES = ("orders", "invoices", "scanners", "schedules", "tickets", "meetings", "nps", "sentiment")
 SERIES_FIELDS = {"usage": ("used", "scans", "failed_scans"), "activity": ("logins", "active_users")}
+# What tells one series of an entity from the next: the customer, and the product for usage.
+SERIES_KEYS = {"usage": attrgetter("account_id", "product"), "activity": attrgetter("account_id")}
+DAY_OF = attrgetter("date")
 HISTORY_DAYS = 400  # daily series are kept this far back from the latest as_of
 BLOCKS_PER_STEP = 3  # blocks of rows read per hop to the worker thread
 SERIES_PER_WRITE = 2_000
@@ -207,15 +212,17 @@ class Ingestion:
 
     def _add_to_series(self, entity: str, rows: list[Any]) -> None:
         fields = SERIES_FIELDS[entity]
-        usage = entity == "usage"
         series = self.current.get(entity)
-        for row in rows:
-            name = "usage:" + row.product if usage else "activity"
-            if series is None or series.account_id != row.account_id or series.name != name:
+        # Rows come in runs of one series (files are grouped by customer and product): the
+        # work per row is C's (groupby, list), Python's is per run.
+        usage = entity == "usage"
+        for key, run in groupby(rows, SERIES_KEYS[entity]):
+            account_id, name = (key[0], "usage:" + key[1]) if usage else (key, "activity")
+            if series is None or series.account_id != account_id or series.name != name:
                 if series is not None:
                     self.finished.append(series)
-                series = self.current[entity] = Series(row.account_id, name, fields)
-            series.rows.append(row)
+                series = self.current[entity] = Series(account_id, name, fields)
+            series.rows += run
 
     def close(self) -> None:
         """The stream ended: flush open series and read the portal's sentiment after the snapshot's."""
@@ -241,24 +248,67 @@ def _advance(stream: Iterator[Block], ingestion: Ingestion, blocks: int) -> bool
 
 def merge_series(stored: str | None, series: Series, as_of: dt.date) -> tuple[dt.date, dt.date, str]:
     """This snapshot's days over the stored history, trimmed to HISTORY_DAYS, as the stored JSON."""
+    rows = series.rows
+    ordinals = list(map(dt.date.toordinal, map(DAY_OF, rows)))
+    horizon = as_of.toordinal() - HISTORY_DAYS + 1
+    first = ordinals[0]
+    if first >= horizon and ordinals == list(range(first, first + len(ordinals))):
+        merged = _merged_consecutive(stored, series, first, horizon)
+    else:
+        merged = _merged_day_by_day(stored, series, ordinals, horizon)
+    first, columns = merged
+    data = {"start": dt.date.fromordinal(first).isoformat(), **dict(zip(series.fields, columns, strict=True))}
+    last = first + len(columns[0]) - 1
+    return dt.date.fromordinal(first), dt.date.fromordinal(last), msgspec.json.encode(data).decode()
+
+
+def _merged_consecutive(stored: str | None, series: Series, first: int, horizon: int) -> tuple[int, list[list[Any]]]:
+    """The usual case, a column at a time (list operations in C, not a step per day): this
+    snapshot's rows are consecutive days in order, all inside the history window."""
+    new = [list(map(attrgetter(name), series.rows)) for name in series.fields]
+    if not stored:
+        return first, new
+    old = msgspec.json.decode(stored)
+    start = dt.date.fromisoformat(old["start"]).toordinal()
+    old_columns = [old[name] for name in series.fields]
+    # Stored days before the window go; so do the blank days that then lead.
+    first_column = old_columns[0]
+    keep_from = next(
+        (index for index in range(max(horizon - start, 0), len(first_column)) if first_column[index] is not None), None
+    )
+    if keep_from is None:
+        return first, new
+    start += keep_from
+    old_end = start + len(old_columns[0]) - keep_from - 1
+    last = max(old_end, first + len(new[0]) - 1)
+    begin = min(start, first)
+    columns = []
+    for old_column, new_column in zip(old_columns, new, strict=True):
+        column = [None] * (last - begin + 1)
+        column[start - begin : old_end - begin + 1] = old_column[keep_from:]
+        column[first - begin : first - begin + len(new_column)] = new_column  # the snapshot wins
+        columns.append(column)
+    return begin, columns
+
+
+def _merged_day_by_day(
+    stored: str | None, series: Series, ordinals: list[int], horizon: int
+) -> tuple[int, list[list[Any]]]:
+    """Any other shape: gaps, days out of order or repeated (the last one wins), days before the window."""
     fields = series.fields
-    values = attrgetter(*fields)
-    days: dict[int, Any] = {row.date.toordinal(): values(row) for row in series.rows}
+    days: dict[int, Any] = dict(zip(ordinals, map(attrgetter(*fields), series.rows), strict=True))
     if stored:
         old = msgspec.json.decode(stored)
         start = dt.date.fromisoformat(old["start"]).toordinal()
         for offset, old_values in enumerate(zip(*(old[name] for name in fields), strict=True)):
             if old_values[0] is not None:
                 days.setdefault(start + offset, old_values)
-    horizon = as_of.toordinal() - HISTORY_DAYS + 1
     kept = [day for day in days if day >= horizon] or list(days)
     first, last = min(kept), max(kept)
     # Day by day (a gap is a row of nulls), then turned into one column per field.
     gap = (None,) * len(fields)
     by_day = [days.get(day, gap) for day in range(first, last + 1)]
-    columns = [list(column) for column in zip(*by_day, strict=True)]
-    data = {"start": dt.date.fromordinal(first).isoformat(), **dict(zip(fields, columns, strict=True))}
-    return dt.date.fromordinal(first), dt.date.fromordinal(last), msgspec.json.encode(data).decode()
+    return first, [list(column) for column in zip(*by_day, strict=True)]
 
 
 async def write_series(session: AsyncSession, batch: list[Series], as_of: dt.date) -> int:
@@ -368,16 +418,34 @@ async def stream_snapshot(
     reader: SnapshotFolderReader,
     part: Part,
     ingestion: Ingestion,
-    write: Any,
+    write: Callable[[list[Series]], Coroutine[Any, Any, None]],
 ) -> None:
     """Read `part`'s customers in the snapshot, handing finished daily series to `write(batch)`
-    as the file moves on."""
+    as the file moves on.
+
+    A batch is written while the next rows are read: the database works (SQLite in its own
+    thread, PostgreSQL in its own process) while Python reads, instead of in turn. One write at
+    a time, in order, so a series split over two batches is merged in file order.
+    """
     stream = reader.batches(ingestion.report, part)
+    writing: asyncio.Task[None] | None = None
     more = True
-    while more:
-        more = await asyncio.to_thread(_advance, stream, ingestion, BLOCKS_PER_STEP)
-        if len(ingestion.finished) >= SERIES_PER_WRITE or not more:
-            await write(ingestion.take_finished())
+    try:
+        while more:
+            more = await asyncio.to_thread(_advance, stream, ingestion, BLOCKS_PER_STEP)
+            if len(ingestion.finished) >= SERIES_PER_WRITE or not more:
+                batch = ingestion.take_finished()
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(write(batch))
+    except BaseException:
+        if writing is not None:  # the reading failed: the write in flight is not wanted
+            writing.cancel()
+            with suppress(asyncio.CancelledError):
+                await writing
+        raise
+    if writing is not None:
+        await writing
 
 
 def stage_account(ingestion: Ingestion, account_id: str, complete: bool) -> StagedAccount:
