@@ -70,6 +70,54 @@ def test_check_batch_refuses_exactly_the_rows_check_refuses(seed: int, grouped: 
     assert {"unknown", "a"} <= reasons  # unknown customers and second rows for a day were both met
 
 
+def series_rows(rng: random.Random, entity: str) -> list[Any]:
+    """Rows as files usually have them, runs of one series' consecutive days, with the odd bad
+    or unusual row: a day after as_of, a day repeated, a gap, days out of order, an unknown
+    customer, a series that comes back later in the file."""
+    rows: list[Any] = []
+    for _ in range(60):
+        account_id = f"acc-{rng.randrange(44)}"  # acc-40 to acc-43 are unknown
+        product = rng.choice(("VM", "PC"))
+        last = rng.choice([0, 0, 0, 3, 10])
+        days = list(range(last + rng.randrange(1, 12), last - 1, -1))  # oldest first
+        twist = rng.choice(["none", "none", "future", "repeat", "gap", "swap"])
+        if twist == "future":
+            days[rng.randrange(len(days))] = -1
+        elif twist == "repeat":
+            days.insert(rng.randrange(len(days)), rng.choice(days))
+        elif twist == "gap" and len(days) > 2:
+            days.pop(rng.randrange(1, len(days) - 1))
+        elif twist == "swap" and len(days) > 1:
+            days[0], days[-1] = days[-1], days[0]
+        for days_ago in days:
+            day = AS_OF - dt.timedelta(days=days_ago)
+            if entity == "usage":
+                rows.append(Usage(account_id=account_id, product=product, date=day, used=1, scans=1, failed_scans=0))
+            else:
+                rows.append(Activity(account_id=account_id, date=day, logins=1, active_users=1))
+    return rows
+
+
+@pytest.mark.parametrize("entity", ["usage", "activity"])
+@pytest.mark.parametrize("seed", range(10))
+def test_check_batch_on_runs_of_days_refuses_exactly_the_rows_check_refuses(seed: int, entity: str) -> None:
+    rng = random.Random(seed)
+    rows = series_rows(rng, entity)
+    one_by_one, in_blocks = RowChecker(AS_OF), RowChecker(AS_OF)
+    for account in accounts(40):
+        assert one_by_one.check("accounts", account) is None
+        assert in_blocks.check("accounts", account) is None
+    expected = [(index, *problem) for index, row in enumerate(rows) if (problem := one_by_one.check(entity, row))]
+    found = []
+    offset = 0
+    for block in blocks(rng, rows):
+        found += [(offset + index, field, message) for index, field, message in in_blocks.check_batch(entity, block)]
+        offset += len(block)
+    assert found == expected
+    assert expected  # bad rows were met
+    assert len(expected) < len(rows) / 2  # and most runs were clean
+
+
 @pytest.mark.parametrize("grouped", [True, False])
 def test_add_rows_folds_like_add_row(grouped: bool) -> None:
     rng = random.Random(11)
