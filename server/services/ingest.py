@@ -253,10 +253,9 @@ def merge_series(stored: str | None, series: Series, as_of: dt.date) -> tuple[dt
     horizon = as_of.toordinal() - HISTORY_DAYS + 1
     first = ordinals[0]
     if first >= horizon and ordinals == list(range(first, first + len(ordinals))):
-        merged = _merged_consecutive(stored, series, first, horizon)
+        first, columns = _merged_consecutive(stored, series, first, horizon)
     else:
-        merged = _merged_day_by_day(stored, series, ordinals, horizon)
-    first, columns = merged
+        first, columns = _merged_day_by_day(stored, series, ordinals, horizon)
     data = {"start": dt.date.fromordinal(first).isoformat(), **dict(zip(series.fields, columns, strict=True))}
     last = first + len(columns[0]) - 1
     return dt.date.fromordinal(first), dt.date.fromordinal(last), msgspec.json.encode(data).decode()
