@@ -50,21 +50,31 @@ def blocks(rng: random.Random, rows: list[Any]) -> list[list[Any]]:
     return [rows[start:end] for start, end in zip([0, *cuts], [*cuts, len(rows)], strict=True)]
 
 
+Refusals = list[tuple[int, str | None, str]]
+
+
+def refused_both_ways(rng: random.Random, entity: str, rows: list[Any], known: int) -> tuple[Refusals, Refusals]:
+    """(index, field, message) of the rows refused by `check` one by one, and by `check_batch`
+    in random blocks, with the first `known` customers in accounts."""
+    one_by_one, in_blocks = RowChecker(AS_OF), RowChecker(AS_OF)
+    for account in accounts(known):
+        assert one_by_one.check("accounts", account) is None
+        assert in_blocks.check("accounts", account) is None
+    expected = [(index, *problem) for index, row in enumerate(rows) if (problem := one_by_one.check(entity, row))]
+    found: Refusals = []
+    offset = 0
+    for block in blocks(rng, rows):
+        found += [(offset + index, field, message) for index, field, message in in_blocks.check_batch(entity, block)]
+        offset += len(block)
+    return expected, found
+
+
 @pytest.mark.parametrize("grouped", [True, False])
 @pytest.mark.parametrize("seed", range(5))
 def test_check_batch_refuses_exactly_the_rows_check_refuses(seed: int, grouped: bool) -> None:
     rng = random.Random(seed)
     rows = usage_rows(rng, grouped)
-    one_by_one, in_blocks = RowChecker(AS_OF), RowChecker(AS_OF)
-    for account in accounts(5):
-        assert one_by_one.check("accounts", account) is None
-        assert in_blocks.check("accounts", account) is None
-    expected = [(index, *problem) for index, row in enumerate(rows) if (problem := one_by_one.check("usage", row))]
-    found = []
-    offset = 0
-    for block in blocks(rng, rows):
-        found += [(offset + index, field, message) for index, field, message in in_blocks.check_batch("usage", block)]
-        offset += len(block)
+    expected, found = refused_both_ways(rng, "usage", rows, known=5)
     assert found == expected
     reasons = {message.split(" ")[0] for _, _, message in found}
     assert {"unknown", "a"} <= reasons  # unknown customers and second rows for a day were both met
@@ -103,16 +113,7 @@ def series_rows(rng: random.Random, entity: str) -> list[Any]:
 def test_check_batch_on_runs_of_days_refuses_exactly_the_rows_check_refuses(seed: int, entity: str) -> None:
     rng = random.Random(seed)
     rows = series_rows(rng, entity)
-    one_by_one, in_blocks = RowChecker(AS_OF), RowChecker(AS_OF)
-    for account in accounts(40):
-        assert one_by_one.check("accounts", account) is None
-        assert in_blocks.check("accounts", account) is None
-    expected = [(index, *problem) for index, row in enumerate(rows) if (problem := one_by_one.check(entity, row))]
-    found = []
-    offset = 0
-    for block in blocks(rng, rows):
-        found += [(offset + index, field, message) for index, field, message in in_blocks.check_batch(entity, block)]
-        offset += len(block)
+    expected, found = refused_both_ways(rng, entity, rows, known=40)
     assert found == expected
     assert expected  # bad rows were met
     assert len(expected) < len(rows) / 2  # and most runs were clean
