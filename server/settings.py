@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/csm.db"
+SMTP_SECURITY = ("starttls", "tls", "none")
 
 
 def _time(text: str) -> dt.time:
@@ -34,6 +35,19 @@ class Settings:
     environment: str = "development"
     stale_after: dt.timedelta = dt.timedelta(minutes=15)  # a claimed chunk or part this quiet is presumed lost
     sweep_seconds: int = 60
+    # The CSMs' morning digest (no SMTP host: no emails; the console still previews them).
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_security: str = "starttls"  # starttls | tls | none
+    mail_from: str = "CSM Portal <csm-portal@localhost>"
+    digest_link_days: int = 7  # how long a digest's deep links work
+    # CHI write-back to the CRM, HubSpot CRM v3 shape (no URL: no write-back).
+    crm_url: str | None = None
+    crm_token: str = ""
+    crm_update_path: str = "/crm/v3/objects/companies/batch/update"
+    crm_properties: tuple[str, str, str] = ("csm_health_score", "csm_health_band", "csm_health_date")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -54,6 +68,19 @@ class Settings:
             environment=env.get("CSM_ENV", "development"),
             stale_after=dt.timedelta(seconds=int(env.get("CSM_STALE_SECONDS", "900"))),
             sweep_seconds=int(env.get("CSM_SWEEP_SECONDS", "60")),
+            smtp_host=env.get("CSM_SMTP_HOST") or None,
+            smtp_port=int(env.get("CSM_SMTP_PORT", "587")),
+            smtp_username=env.get("CSM_SMTP_USERNAME") or None,
+            smtp_password=env.get("CSM_SMTP_PASSWORD") or None,
+            smtp_security=_one_of("CSM_SMTP_SECURITY", env.get("CSM_SMTP_SECURITY", "starttls"), SMTP_SECURITY),
+            mail_from=env.get("CSM_MAIL_FROM", cls.mail_from),
+            digest_link_days=_at_least_one("CSM_DIGEST_LINK_DAYS", env.get("CSM_DIGEST_LINK_DAYS", "7")),
+            crm_url=env.get("CSM_CRM_URL") or None,
+            crm_token=env.get("CSM_CRM_TOKEN", ""),
+            crm_update_path=env.get("CSM_CRM_UPDATE_PATH", cls.crm_update_path),
+            crm_properties=_three_names(
+                "CSM_CRM_PROPERTIES", env.get("CSM_CRM_PROPERTIES", ",".join(cls.crm_properties))
+            ),
         )
 
     def secret(self) -> str:
@@ -90,3 +117,17 @@ def _at_least_one(name: str, value: str) -> int:
     if number < 1:
         raise ValueError(f"{name} must be at least 1, not {number}")
     return number
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _three_names(name: str, value: str) -> tuple[str, str, str]:
+    """The CRM's property names for the score, the band and the date, comma-separated."""
+    names = [part.strip() for part in value.split(",")]
+    if len(names) != 3 or not all(names):
+        raise ValueError(f"{name} must name three properties (score, band, date), comma-separated, not {value!r}")
+    return names[0], names[1], names[2]

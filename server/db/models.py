@@ -428,3 +428,58 @@ class Setting(Base):
     __tablename__ = "setting"
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# ── after a run: the CSMs' digests and the CRM write-back ────────────────────────────────
+
+
+class RunDelivery(Base):
+    """What went out after a run (the CSMs' digests, the CRM write-back): state, counts, errors.
+
+    Never part of the run's own outcome: a failed delivery is reported here, and the run stands."""
+
+    __tablename__ = "run_delivery"
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)  # digest | crm
+    state: Mapped[str] = mapped_column(String(20), default="running")  # running | done | partial | failed | off
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    errors: Mapped[list[Any]] = mapped_column(default=list)  # the first ones
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+
+
+class Digest(Base):
+    """One morning email per CSM per day: the outbox row that makes a retried job send it once."""
+
+    __tablename__ = "digest"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    recipient: Mapped[str] = mapped_column(EMAIL)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"), index=True)
+    state: Mapped[str] = mapped_column(String(20), default="pending")  # pending | sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the four counters, as sent
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[dt.datetime | None]
+    sent_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (UniqueConstraint("day", "user_id"),)
+
+
+class CrmPush(Base):
+    """A customer's health as the CRM last accepted it, and the last failure to push a newer one."""
+
+    __tablename__ = "crm_push"
+    account_id: Mapped[str] = mapped_column(ForeignKey("account.id"), primary_key=True)
+    crm_id: Mapped[str | None] = mapped_column(String(200))  # the company the values went to
+    chi: Mapped[int | None] = mapped_column(Integer)
+    band: Mapped[str | None] = mapped_column(String(30))
+    as_of: Mapped[dt.date | None] = mapped_column(Date)
+    pushed_at: Mapped[dt.datetime | None]
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row, since the last accepted push
+    error: Mapped[str | None] = mapped_column(Text)
+    failed_at: Mapped[dt.datetime | None]
