@@ -48,8 +48,9 @@ from server.web.auth import ABSOLUTE_TIMEOUT, SESSION_KEY, load_user
 from server.web.context import is_htmx, wants_json
 from server.web.denials import audit_denial
 from server.web.headers import add_security_headers
+from server.web.links import ROUTES as LINK_ROUTES
 from server.web.login import ROUTES as LOGIN_ROUTES
-from server.web.login import InviteTokenRedaction
+from server.web.login import LinkTokenRedaction
 from server.web.reauth import ROUTES as REAUTH_ROUTES
 from server.web.reauth import ReauthRequired, reauth_response
 from server.web.security import ROUTES as SECURITY_ROUTES
@@ -65,7 +66,7 @@ VENDOR = {
     "uplot": ("uplot/dist", "uPlot.iife.min.js"),
     "codemirror": ("codemirror", "lib/codemirror.js"),
 }
-PUBLIC_PATHS = ["^/login", "^/static/", "^/vendor/", "^/healthz", "^/favicon"]
+PUBLIC_PATHS = ["^/login", "^/go/", "^/static/", "^/vendor/", "^/healthz", "^/favicon"]
 
 
 class MissingAssets(RuntimeError):
@@ -131,8 +132,8 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
     settings = settings or Settings.from_env()
     check_assets()
     access_log = logging.getLogger("uvicorn.access")
-    if not any(isinstance(existing, InviteTokenRedaction) for existing in access_log.filters):
-        access_log.addFilter(InviteTokenRedaction())
+    if not any(isinstance(existing, LinkTokenRedaction) for existing in access_log.filters):
+        access_log.addFilter(LinkTokenRedaction())
     engine = create_engine(settings.database_url)
     factory = session_factory(engine)
     alchemy = SQLAlchemyAsyncConfig(
@@ -178,6 +179,7 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
     handlers: list[Any] = [
         healthz,
         *LOGIN_ROUTES,
+        *LINK_ROUTES,
         *REAUTH_ROUTES,
         *SECURITY_ROUTES,
         create_static_files_router(path="/static", directories=[STATIC], name="static"),

@@ -25,9 +25,11 @@ from engine.diff import DiffReport
 from engine.policytests import run_policy_tests
 from server.cli_users import register_user_commands
 from server.db.migrate import upgrade
-from server.db.models import Run
+from server.db.models import Run, RunDelivery
 from server.db.session import create_engine, session_factory, session_scope
+from server.services.after_run import deliver
 from server.services.audit import CLI, record_as
+from server.services.deliveries import deliveries_of
 from server.services.demo_history import DEMO_PASSWORD, create_demo_users, run_demo_history, snapshot_folder
 from server.services.dry_run import dry_run_folder
 from server.services.exports import export_health, export_tasks
@@ -218,6 +220,19 @@ def demo_data(out_dir: Path, accounts: int, seed: int, as_of: dt.datetime | None
     )
 
 
+DELIVERY_NAMES = {"digest": "digests", "crm": "CRM write-back"}
+
+
+def _delivery_line(kind: str, delivery: RunDelivery) -> str:
+    """One line per delivery after a run: "digests: done (sent 12, failed 0)", or why it is off."""
+    if delivery.state == "off":
+        why = "no SMTP server configured (CSM_SMTP_HOST)" if kind == "digest" else "no CRM configured (CSM_CRM_URL)"
+        return f"{DELIVERY_NAMES[kind]}: off, {why}"
+    counts = ", ".join(f"{name.replace('_', ' ')} {value:,}" for name, value in sorted(delivery.counts.items()))
+    line = f"{DELIVERY_NAMES[kind]}: {delivery.state}" + (f" ({counts})" if counts else "")
+    return line + "".join(f"\n  {error}" for error in delivery.errors[:5])
+
+
 def _run_table(run: Run) -> Table:
     table = Table(title=f"Run {run.id} ({run.state}) as of {run.as_of}, policies {run.policy_hash[:12]}")
     table.add_column("", style="bold")
@@ -241,7 +256,9 @@ def _run_table(run: Run) -> Table:
     return table
 
 
-async def _run(request: RunRequest, settings: Settings, show_progress: bool) -> tuple[Run, bool]:
+async def _run(
+    request: RunRequest, settings: Settings, show_progress: bool
+) -> tuple[Run, bool, dict[str, RunDelivery]]:
     engine = create_engine(settings.database_url)
     try:
         await upgrade(settings.database_url)
@@ -261,7 +278,12 @@ async def _run(request: RunRequest, settings: Settings, show_progress: bool) -> 
             def progress(phase: str, done: int, total: int) -> None:
                 bar.update(phases[phase], completed=done, total=total)
 
-            return await run_in_process(session_factory(engine), request, progress)
+            run, already_done = await run_in_process(session_factory(engine), request, progress)
+        if already_done:
+            return run, True, {}
+        await deliver(session_factory(engine), run.id, settings)
+        async with session_scope(session_factory(engine)) as session:
+            return run, False, (await deliveries_of(session, [run.id])).get(run.id, {})
     finally:
         await engine.dispose()
 
@@ -283,7 +305,7 @@ def run_command(snapshot_dir: Path | None, strict: bool, force: bool) -> None:
         chunk_size=settings.chunk_size,
     )
     try:
-        run, already = asyncio.run(_run(request, settings, err.is_terminal))
+        run, already, deliveries = asyncio.run(_run(request, settings, err.is_terminal))
     except RunRefused as exc:
         err.print(f"[red]run refused:[/] {exc}")
         sys.exit(1)
@@ -296,6 +318,8 @@ def run_command(snapshot_dir: Path | None, strict: bool, force: bool) -> None:
     if already:
         out.print(f"run {run.id} already processed this snapshot with these policies (use --force to run again)")
     out.print(_run_table(run))
+    for kind, delivery in deliveries.items():
+        out.print(_delivery_line(kind, delivery), markup=False, highlight=False)
     if run.bad_rows:
         err.print(f"[yellow]{run.counts.get('bad_rows', 0):,} bad rows skipped[/], for example:")
         for bad in run.bad_rows[:5]:

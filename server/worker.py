@@ -4,12 +4,14 @@
 
 Jobs carry ids only; the database is the ledger. A run's phases (see server.services.runs) are
 jobs: `start_run` enqueues one `ingest_part` per part of the customers (`CSM_INGEST_PARTS`),
-the part that completes the reading enqueues one `process_chunk` per chunk, and the chunk that
-completes the run enqueues `finish_run`. arq delivers at least once and re-runs a killed job
-only after the longest job timeout has passed, so `sweep_runs` (every `CSM_SWEEP_SECONDS`)
-looks at the database instead: a chunk claimed longer ago than `CSM_STALE_SECONDS`, a part
-whose heartbeat stopped, a run whose parts or chunks are all done but which was never moved
-on — each gets a fresh job. Claims in the database make a second copy of a job harmless.
+the part that completes the reading enqueues one `process_chunk` per chunk, the chunk that
+completes the run enqueues `finish_run`, and that enqueues what goes out after the run:
+`send_digests` (the CSMs' morning emails) and `push_crm` (the CHI write-back). arq delivers
+at least once and re-runs a killed job only after the longest job timeout has passed, so
+`sweep_runs` (every `CSM_SWEEP_SECONDS`) looks at the database instead: a chunk claimed longer
+ago than `CSM_STALE_SECONDS`, a part whose heartbeat stopped, a run whose parts or chunks are
+all done but which was never moved on, a finished run whose deliveries never started — each
+gets a fresh job. Claims in the database make a second copy of a job harmless.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from typing import Any
 
 from arq import cron
 from arq.connections import ArqRedis, RedisSettings
-from arq.worker import func
+from arq.worker import Retry, func
 from sqlalchemy import select
 
 from server.db.base import utcnow
-from server.db.models import Run, RunChunk, RunPart
+from server.db.models import Run, RunChunk, RunDelivery, RunPart
 from server.db.session import create_engine, session_factory, session_scope
+from server.services.crm import push_health
+from server.services.digests import MAX_ATTEMPTS, send_digests
 from server.services.runs import (
     RunRefused,
     RunRequest,
@@ -49,6 +53,7 @@ from server.settings import Settings
 log = logging.getLogger("csm.worker")
 SETTINGS = Settings.from_env()
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+DIGEST_RETRY_SECONDS = 300  # a digest the SMTP server refused waits this long times the try number
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -165,7 +170,23 @@ async def finish_run_job(ctx: dict[str, Any], run_id: int) -> str:
         run = await finish_run(ctx["factory"], run_id)
     except RunRefused as exc:
         return str(exc)  # a chunk is still open; its job (or the sweeper) will finish the run
+    # What goes out after the run, each in its own job (a second copy finds its work done).
+    for kind, job in DELIVERY_JOBS.items():
+        await ctx["redis"].enqueue_job(job, run_id, _job_id=f"{kind}:{run_id}")
     return f"run {run.id} {run.state}"
+
+
+async def send_digests_job(ctx: dict[str, Any], run_id: int) -> str:
+    """Every CSM's digest for today, each sent once; refused sends are tried again later."""
+    outcomes = await send_digests(ctx["factory"], run_id, ctx["settings"])
+    if outcomes["failed"] and ctx["job_try"] < MAX_ATTEMPTS:
+        raise Retry(defer=DIGEST_RETRY_SECONDS * ctx["job_try"])
+    return f"run {run_id} digests: " + (", ".join(f"{name} {n}" for name, n in sorted(outcomes.items())) or "none")
+
+
+async def push_crm_job(ctx: dict[str, Any], run_id: int) -> str:
+    counts = await push_health(ctx["factory"], run_id, ctx["settings"])
+    return f"run {run_id} CRM write-back: " + (", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "off")
 
 
 async def sweep_runs(ctx: dict[str, Any]) -> str:
@@ -202,7 +223,35 @@ async def sweep_runs(ctx: dict[str, Any]) -> str:
                 )
                 if lost:
                     actions.append(f"run {run.id}: chunk {chunk.chunk_no} re-queued")
+    actions.extend(await _sweep_deliveries(redis, factory, stale))
     return "; ".join(actions) or "nothing to do"
+
+
+DELIVERY_JOBS = {"digest": "send_digests", "crm": "push_crm"}
+
+
+async def _sweep_deliveries(redis: ArqRedis, factory: Any, stale: dt.datetime) -> list[str]:
+    """Jobs for the deliveries of the day's finished runs that never started (their worker died
+    between closing the run and queuing them)."""
+    async with session_scope(factory) as session:
+        finished = select(Run.id).where(
+            Run.state == "succeeded", Run.finished_at < stale, Run.finished_at > utcnow() - dt.timedelta(days=1)
+        )
+        run_ids = list(await session.scalars(finished))
+        started = set(
+            (
+                await session.execute(
+                    select(RunDelivery.run_id, RunDelivery.kind).where(RunDelivery.run_id.in_(run_ids))
+                )
+            ).tuples()
+        )
+    actions = []
+    for run_id in run_ids:
+        for kind, job in DELIVERY_JOBS.items():
+            if (run_id, kind) not in started:
+                await redis.enqueue_job(job, run_id, _job_id=f"{kind}:{run_id}:sweep:{int(utcnow().timestamp())}")
+                actions.append(f"run {run_id}: {kind} queued")
+    return actions
 
 
 async def _sweep_parts(redis: ArqRedis, run: Run, parts: list[RunPart], stale: dt.datetime) -> list[str]:
@@ -258,6 +307,8 @@ class WorkerSettings:
         func(process_chunk_job, name="process_chunk", timeout=1800, max_tries=5),
         func(finish_run_job, name="finish_run", timeout=600, max_tries=5),
         func(sweep_runs, name="sweep_runs", timeout=120, max_tries=2),
+        func(send_digests_job, name="send_digests", timeout=1800, max_tries=MAX_ATTEMPTS),
+        func(push_crm_job, name="push_crm", timeout=1800, max_tries=3),
     ]
     cron_jobs = [  # noqa: RUF012
         cron(

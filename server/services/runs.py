@@ -29,7 +29,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -729,12 +729,17 @@ async def run_in_process(
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 
 
-def run_in_background(factory: Factory, request: RunRequest) -> None:
-    """Start a run in this process without waiting for it (the console, in embedded mode)."""
+def run_in_background(
+    factory: Factory, request: RunRequest, then: Callable[[Run], Awaitable[None]] | None = None
+) -> None:
+    """Start a run in this process without waiting for it (the console, in embedded mode);
+    `then` follows a run that succeeded (its deliveries)."""
 
     async def work() -> None:
         try:
-            await run_in_process(factory, request)
+            run, already_done = await run_in_process(factory, request)
+            if then is not None and not already_done:
+                await then(run)
         except Exception:  # recorded on the run by run_in_process; nothing else to tell here
             log.exception("background run failed")
 

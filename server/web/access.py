@@ -89,6 +89,7 @@ PUBLIC_ROUTES = frozenset(
         "/login/recovery",
         "/login/enrol",
         "/login/invite/{token:str}",
+        "/go/{token:str}",  # a digest's deep link: checks its signature, then the page asks for a session
         "/logout",
         "/healthz",
     }

@@ -28,6 +28,15 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
+# The console's preview of a digest email is the email's own HTML, styled inline as mail
+# clients need: inline styles allowed, nothing else (no scripts, no loads, no forms).
+EMAIL_PREVIEW_PATH = "/console/connectors/digest"
+EMAIL_PREVIEW_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
 def add_security_headers(hsts: bool) -> Any:
     """A `before_send` hook: it sees every response of the app, including those made by the
     authentication middleware (redirects to sign-in) and by the router (404, 405)."""
@@ -37,7 +46,9 @@ def add_security_headers(hsts: bool) -> Any:
             return
         path = scope.get("path", "")
         headers = MutableScopeHeaders.from_message(message)
-        headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        headers["Content-Security-Policy"] = (
+            EMAIL_PREVIEW_POLICY if path == EMAIL_PREVIEW_PATH else CONTENT_SECURITY_POLICY
+        )
         headers["X-Content-Type-Options"] = "nosniff"
         headers["X-Frame-Options"] = "DENY"
         headers["Referrer-Policy"] = "same-origin"

@@ -480,10 +480,11 @@ async def _invited(
     return user
 
 
-class InviteTokenRedaction(logging.Filter):
-    """Keeps set-password tokens out of the web server's access log (they are in the path)."""
+class LinkTokenRedaction(logging.Filter):
+    """Keeps the tokens of set-password and digest links out of the web server's access log
+    (they are in the path)."""
 
-    TOKEN = re.compile(r"(/login/invite/)[^\s?\"]+")
+    TOKEN = re.compile(r"(/login/invite/|/go/)[^\s?\"]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

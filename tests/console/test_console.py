@@ -176,7 +176,7 @@ async def test_runs_are_listed_started_and_followed(prepared: tuple[str, Path]) 
         detail = await ops.get(f"/console/runs/{runs[0]['id']}")
         assert "write customers" in detail.text
         connectors = await ops.get("/console/connectors")
-        assert connectors.status_code == 200 and "Morning list preview" in connectors.text
+        assert connectors.status_code == 200 and "Morning digest" in connectors.text
         assert (await ops.get("/api/console/connectors")).json()["readable"] is True
     async with database(url) as session:
         assert len(list(await session.scalars(select(Run)))) == 2

@@ -1,0 +1,23 @@
+"""After a run succeeded, in one process (`csm run`, the console's run in embedded mode):
+the CSMs' digests, then the CRM write-back. On workers, each is a job of its own
+(server.worker). Neither can undo the run: what they fail to send is recorded on `run_delivery`."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.services.crm import push_health
+from server.services.digests import send_digests
+from server.settings import Settings
+
+log = logging.getLogger("csm.deliveries")
+
+
+async def deliver(factory: async_sessionmaker[AsyncSession], run_id: int, settings: Settings) -> None:
+    try:
+        await send_digests(factory, run_id, settings)
+    except Exception:  # recorded as "running" on run_delivery; the write-back still goes out
+        log.exception("the digests of run %s failed", run_id)
+    await push_health(factory, run_id, settings)
