@@ -238,13 +238,8 @@ async def _sweep_deliveries(redis: ArqRedis, factory: Any, stale: dt.datetime) -
             Run.state == "succeeded", Run.finished_at < stale, Run.finished_at > utcnow() - dt.timedelta(days=1)
         )
         run_ids = list(await session.scalars(finished))
-        started = set(
-            (
-                await session.execute(
-                    select(RunDelivery.run_id, RunDelivery.kind).where(RunDelivery.run_id.in_(run_ids))
-                )
-            ).tuples()
-        )
+        delivered = select(RunDelivery.run_id, RunDelivery.kind).where(RunDelivery.run_id.in_(run_ids))
+        started = {(run_id, kind) for run_id, kind in await session.execute(delivered)}
     actions = []
     for run_id in run_ids:
         for kind, job in DELIVERY_JOBS.items():

@@ -16,6 +16,7 @@ from server.db.session import create_engine, session_factory
 from server.services.runs import RunRequest, prepare_run, run_in_process
 from server.services.tasks import TaskStatus, change_state
 from server.web.access import CurrentUser, Role
+from server.web.headers import EMAIL_PREVIEW_POLICY
 from tests.conftest import POLICY_DIR
 from tests.security.helpers import Browser, database, running, seed_users
 
@@ -173,8 +174,16 @@ async def test_runs_are_listed_started_and_followed(prepared: tuple[str, Path]) 
             await asyncio.sleep(0.05)
         assert runs[0]["state"] == "succeeded", runs
         assert runs[0]["trigger"] == "console" and runs[0]["counts"]["opened"] == 0
+        # What goes out after a console run: here neither SMTP nor a CRM is configured.
+        for _ in range(200):
+            deliveries = (await ops.get(f"/api/console/runs/{runs[0]['id']}")).json()["deliveries"]
+            if all(delivery["state"] == "off" for delivery in deliveries.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert {kind: delivery["state"] for kind, delivery in deliveries.items()} == {"digest": "off", "crm": "off"}
         detail = await ops.get(f"/console/runs/{runs[0]['id']}")
         assert "write customers" in detail.text
+        assert "After the run" in detail.text and "Digest emails" in detail.text and "CRM write-back" in detail.text
         connectors = await ops.get("/console/connectors")
         assert connectors.status_code == 200 and "Morning digest" in connectors.text
         assert (await ops.get("/api/console/connectors")).json()["readable"] is True
@@ -260,3 +269,26 @@ async def test_the_morning_list_preview_shows_a_csms_open_tasks_most_severe_firs
             await session.commit()
         after, _ = shown((await ops.get(f"/console/connectors?csm={csm}")).text)
         assert after["High"] == open_high - 1  # a finished task is not on anyone's morning list
+
+
+async def test_the_digest_preview_is_the_email_the_csm_gets(prepared: tuple[str, Path]) -> None:
+    url, folder = prepared
+    await seed_users(url, ("ana.keller@demo.csm", "csm"))
+    async with running(url, **env(folder)) as client:
+        ops = Browser(client)
+        await ops.login("ops@example.com")
+        page = (await ops.get("/console/connectors?csm=ana.keller@demo.csm")).text
+        assert "Your tasks for" in page and "(not sent: no user)" not in page
+        assert 'href="/console/connectors/digest?csm=ana.keller%40demo.csm"' in page
+        assert "no SMTP server is configured" in page and "no CRM is configured" in page
+        # The CSMs of the data without a user get no digest, and the page says so.
+        other = (await ops.get("/console/connectors?csm=ben.meyer@demo.csm")).text
+        assert "(not sent: no user)" in other and "have no active CSM user" in other
+        email = await ops.get("/console/connectors/digest?csm=ana.keller@demo.csm")
+        assert email.status_code == 200 and email.headers["content-type"].startswith("text/html")
+        assert email.headers["content-security-policy"] == EMAIL_PREVIEW_POLICY  # inline styles, nothing else
+        assert "Good morning Ana" in email.text and "/go/" in email.text and "<script" not in email.text
+        assert (await ops.get("/console/connectors/digest?csm=nobody@demo.csm")).status_code == 404
+        csm = Browser(client)
+        await csm.login("ana.keller@demo.csm")
+        assert (await csm.get("/console/connectors/digest?csm=ana.keller@demo.csm")).status_code == 403

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import json
 import os
 import random
 import signal
@@ -28,13 +29,16 @@ from sqlalchemy import select
 
 from connectors.demo import write_demo_snapshot
 from server.db.base import utcnow
-from server.db.models import Account, ChiPoint, Run, RunChunk, RunPart, Task
+from server.db.models import Account, ChiPoint, Run, RunChunk, RunDelivery, RunPart, Task
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.runs import RunRequest, prepare_run, run_in_process
 from server.settings import Settings
 from server.worker import ingest_part_job, sweep_runs
 from tests.conftest import POLICY_DIR, ROOT
+from tests.hubspot_fake import FakeHubSpot, serving
+from tests.security.helpers import seed_users
 from tests.services import REDIS_URL, PostgresTemplate, require
+from tests.smtp import smtp_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 AS_OF = dt.date(2026, 12, 4)
@@ -102,7 +106,7 @@ def reference(snapshot: Path, postgres_template: PostgresTemplate) -> dict[str, 
     return asyncio.run(clean_run())
 
 
-def worker_env(database_url: str, redis_url: str, burst: bool, parts: int) -> dict[str, str]:
+def worker_env(database_url: str, redis_url: str, burst: bool, parts: int, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
         "CSM_DATABASE_URL": database_url,
@@ -113,14 +117,17 @@ def worker_env(database_url: str, redis_url: str, burst: bool, parts: int) -> di
         "CSM_STALE_SECONDS": "2",
         "CSM_SWEEP_SECONDS": "1",
         "CSM_WORKER_BURST": "1" if burst else "0",
+        **extra,
     }
 
 
-def start_worker(database_url: str, redis_url: str, burst: bool = False, parts: int = 1) -> subprocess.Popen[bytes]:
+def start_worker(
+    database_url: str, redis_url: str, burst: bool = False, parts: int = 1, **extra: str
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "server.cli", "worker"],
         cwd=ROOT,
-        env=worker_env(database_url, redis_url, burst, parts),
+        env=worker_env(database_url, redis_url, burst, parts, **extra),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -281,3 +288,86 @@ def test_one_worker_reads_the_parts_of_a_run_one_after_the_other(
     spans = sorted((part.started_at, part.finished_at) for part in parts)
     assert len(spans) == 3
     assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(spans))  # never two at once
+
+
+# ── what goes out after a run: digests and the CRM write-back ───────────────────────────
+
+
+async def _deliveries(url: str) -> dict[str, str]:
+    engine = create_engine(url)
+    try:
+        async with session_scope(session_factory(engine)) as session:
+            return {d.kind: d.state for d in await session.scalars(select(RunDelivery))}
+    finally:
+        await engine.dispose()
+
+
+def test_after_a_run_on_two_workers_each_csm_gets_one_digest_and_the_crm_each_score_once(
+    snapshot: Path, postgres_template: PostgresTemplate, redis_url: str
+) -> None:
+    url = postgres_template.copy()
+    accounts = [json.loads(line) for line in (snapshot / "accounts.jsonl").read_text().splitlines()]
+    csms = sorted({account["csm"] for account in accounts})
+    asyncio.run(seed_users(url, *((email, "csm") for email in csms)))
+    with smtp_server() as mailbox, serving(FakeHubSpot()) as hubspot:
+        hubspot.companies = {account["crm_id"] for account in accounts if account.get("crm_id")}
+        extra = {**mailbox.env(), "CSM_CRM_URL": hubspot.url, "CSM_CRM_TOKEN": hubspot.token}
+        asyncio.run(enqueue(redis_url, snapshot))
+        workers = [start_worker(url, redis_url, parts=2, **extra) for _ in range(2)]
+        try:
+            wait_for(url, lambda state, _done: state == "succeeded", timeout=120)
+            deadline = time.monotonic() + 60
+            while asyncio.run(_deliveries(url)) != {"digest": "done", "crm": "done"}:
+                assert time.monotonic() < deadline, asyncio.run(_deliveries(url))
+                time.sleep(0.1)
+            # The same job again, as a sweeper that thought it lost would queue it: nothing more goes out.
+            asyncio.run(_enqueue_again(redis_url, url))
+            time.sleep(3)
+        finally:
+            for worker in workers:
+                stop(worker)
+    assert sorted(message["To"] for message in mailbox.messages) == csms
+    pushed = [update["id"] for update in hubspot.updates]
+    assert len(pushed) == len(set(pushed)) == len(hubspot.properties)
+    assert set(pushed) == hubspot.companies  # every demo customer is scored
+
+
+async def _enqueue_again(redis_url: str, url: str) -> None:
+    engine = create_engine(url)
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    try:
+        async with session_scope(session_factory(engine)) as session:
+            run_id = await session.scalar(select(Run.id))
+        for job in ("send_digests", "push_crm"):
+            await redis.enqueue_job(job, run_id, _job_id=f"{job}:{run_id}:again")
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+async def _sweep_finished_run(url: str, redis_url: str, snapshot: Path) -> tuple[int, str, list[Any]]:
+    engine = create_engine(url)
+    factory = session_factory(engine)
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    try:
+        run, _ = await run_in_process(factory, RunRequest(folder=snapshot, policy_dir=POLICY_DIR))
+        async with session_scope(factory) as session:  # closed an hour ago, and its worker died then
+            finished = await session.get(Run, run.id)
+            assert finished is not None
+            finished.finished_at = utcnow() - dt.timedelta(hours=1)
+        settings = replace(Settings.from_env(), stale_after=dt.timedelta(minutes=5))
+        context = {"settings": settings, "factory": factory, "redis": redis}
+        swept = await sweep_runs(context)
+        queued = sorted((job.function, job.args) for job in await redis.queued_jobs())
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    return run.id, swept, queued
+
+
+def test_the_sweeper_queues_the_deliveries_of_a_finished_run_that_never_started_them(
+    snapshot: Path, postgres_template: PostgresTemplate, redis_url: str
+) -> None:
+    run_id, swept, queued = asyncio.run(_sweep_finished_run(postgres_template.copy(), redis_url, snapshot))
+    assert swept == f"run {run_id}: digest queued; run {run_id}: crm queued"
+    assert queued == [("push_crm", (run_id,)), ("send_digests", (run_id,))]

@@ -1,0 +1,72 @@
+"""`csm run` as an operator uses it: the run, then what goes out after it (digests, CRM)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from connectors.demo import write_demo_snapshot
+from server.cli import main
+from tests.conftest import POLICY_DIR
+from tests.hubspot_fake import FakeHubSpot, serving
+from tests.security.helpers import seed_users
+from tests.smtp import smtp_server
+
+
+def invoke(*args: str) -> Result:
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the command calls asyncio.run
+        return pool.submit(CliRunner().invoke, main, list(args)).result()
+
+
+def test_a_run_sends_the_digests_and_the_crm_scores_once_and_says_so(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = tmp_path / "snapshot"
+    write_demo_snapshot(snapshot, accounts=30, seed=3, as_of=dt.date(2026, 12, 4))
+    accounts = [json.loads(line) for line in (snapshot / "accounts.jsonl").read_text().splitlines()]
+    csms = sorted({account["csm"] for account in accounts})
+    asyncio.run(seed_users(sqlite_url, *((email, "csm") for email in csms)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    with smtp_server() as mailbox, serving(FakeHubSpot()) as hubspot:
+        hubspot.companies = {account["crm_id"] for account in accounts if account.get("crm_id")}
+        for name, value in {
+            "CSM_DATABASE_URL": sqlite_url,
+            "CSM_POLICY_DIR": str(POLICY_DIR),
+            "CSM_SECRET_KEY": "test-secret-key-for-the-cli-run-0123456789",
+            "CSM_CRM_URL": hubspot.url,
+            "CSM_CRM_TOKEN": hubspot.token,
+            **mailbox.env(),
+        }.items():
+            monkeypatch.setenv(name, value)
+        first = invoke("run", "--snapshot", str(snapshot))
+        assert first.exit_code == 0, first.output
+        assert f"digests: done (sent {len(csms)})" in first.output
+        crm_line = next(line for line in first.output.splitlines() if line.startswith("CRM write-back:"))
+        assert crm_line.startswith("CRM write-back: done (") and f"pushed {len(hubspot.companies)}," in crm_line
+        again = invoke("run", "--snapshot", str(snapshot), "--force")
+        assert again.exit_code == 0, again.output
+        assert f"digests: done (skipped {len(csms)})" in again.output  # one per CSM per day
+        assert f"unchanged {len(hubspot.companies)}" in again.output and "pushed 0," in again.output
+    assert sorted(message["To"] for message in mailbox.messages) == csms
+    assert len(hubspot.updates) == len(hubspot.companies)
+
+
+def test_a_run_without_smtp_or_crm_says_what_to_configure(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = tmp_path / "snapshot"
+    write_demo_snapshot(snapshot, accounts=10, seed=3, as_of=dt.date(2026, 12, 4))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CSM_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("CSM_POLICY_DIR", str(POLICY_DIR))
+    result = invoke("run", "--snapshot", str(snapshot))
+    assert result.exit_code == 0, result.output
+    assert "digests: off, no SMTP server configured (CSM_SMTP_HOST)" in result.output
+    assert "CRM write-back: off, no CRM configured (CSM_CRM_URL)" in result.output
