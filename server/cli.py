@@ -233,6 +233,11 @@ def _delivery_line(kind: str, delivery: RunDelivery) -> str:
     return line + "".join(f"\n  {error}" for error in delivery.errors[:5])
 
 
+def _print_deliveries(deliveries: dict[str, RunDelivery]) -> None:
+    for kind, delivery in deliveries.items():
+        out.print(_delivery_line(kind, delivery), markup=False, highlight=False)
+
+
 def _run_table(run: Run) -> Table:
     table = Table(title=f"Run {run.id} ({run.state}) as of {run.as_of}, policies {run.policy_hash[:12]}")
     table.add_column("", style="bold")
@@ -318,8 +323,7 @@ def run_command(snapshot_dir: Path | None, strict: bool, force: bool) -> None:
     if already:
         out.print(f"run {run.id} already processed this snapshot with these policies (use --force to run again)")
     out.print(_run_table(run))
-    for kind, delivery in deliveries.items():
-        out.print(_delivery_line(kind, delivery), markup=False, highlight=False)
+    _print_deliveries(deliveries)
     if run.bad_rows:
         err.print(f"[yellow]{run.counts.get('bad_rows', 0):,} bad rows skipped[/], for example:")
         for bad in run.bad_rows[:5]:
@@ -397,7 +401,7 @@ def demo_command(accounts: int, weeks: int, host: str, port: int, no_serve: bool
     today = dt.datetime.now(settings.timezone).date()
     root = Path("var/snapshots")
 
-    async def prepare() -> tuple[Run, list[tuple[str, str]]]:
+    async def prepare() -> tuple[Run, list[tuple[str, str]], dict[str, RunDelivery]]:
         await upgrade(settings.database_url)
         engine = create_engine(settings.database_url)
         try:
@@ -414,11 +418,15 @@ def demo_command(accounts: int, weeks: int, host: str, port: int, no_serve: bool
                     work=True,
                 )
             async with session_scope(factory) as session:
-                return run, await create_demo_users(session, snapshot_folder(root, accounts, today))
+                credentials = await create_demo_users(session, snapshot_folder(root, accounts, today))
+            # The demo CSMs exist now: today's run delivers as any run does (off without SMTP and CRM).
+            await deliver(factory, run.id, settings)
+            async with session_scope(factory) as session:
+                return run, credentials, (await deliveries_of(session, [run.id])).get(run.id, {})
         finally:
             await engine.dispose()
 
-    run, credentials = asyncio.run(prepare())
+    run, credentials, deliveries = asyncio.run(prepare())
     # The console's snapshot folder (CSM_SNAPSHOT_DIR, default var/snapshots/latest) is today's demo snapshot.
     link = root / "latest"
     if link.is_symlink() or not link.exists():
@@ -426,6 +434,7 @@ def demo_command(accounts: int, weeks: int, host: str, port: int, no_serve: bool
         link.symlink_to(snapshot_folder(root, accounts, today).name)
     scored, open_tasks = run.counts.get("customers", 0), run.counts.get("opened", 0)
     out.print(f"run {run.id}: {scored:,} customers scored; {open_tasks:,} tasks opened by today's run")
+    _print_deliveries(deliveries)
     table = Table(title=f"Sign in at http://{host}:{port} with password {DEMO_PASSWORD!r}")
     table.add_column("email")
     table.add_column("role")

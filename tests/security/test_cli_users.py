@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from server.cli import DEMO_PASSWORD, main
 from tests.conftest import POLICY_DIR
 from tests.security.helpers import Browser, audit_events, enable_totp, location, running, seed_users, user_row
+from tests.smtp import smtp_server
 
 
 @pytest.fixture
@@ -44,9 +45,17 @@ def run(*args: str) -> str:
     return result.output
 
 
-async def test_demo_prints_credentials_that_work(cli_env: dict[str, str], sqlite_url: str) -> None:
-    output = run("demo", "--accounts", "25", "--no-serve")
+async def test_demo_prints_credentials_that_work(
+    cli_env: dict[str, str], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with smtp_server() as mailbox:  # an SMTP server configured: the demo CSMs get today's digest
+        for name, value in mailbox.env().items():
+            monkeypatch.setenv(name, value)
+        output = run("demo", "--accounts", "25", "--no-serve")
     assert DEMO_PASSWORD in output
+    recipients = sorted(message["To"] for message in mailbox.messages)
+    assert recipients and all(email.endswith("@demo.csm") for email in recipients)
+    assert f"digests: done (sent {len(recipients)})" in output
     for email in ("admin@demo.csm", "ops@demo.csm", "manager@demo.csm", "viewer@demo.csm"):
         assert email in output
     csm_email = re.search(r"([a-z]+\.[a-z]+@demo\.csm)", output)
