@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from console import policies, runs
+from console import connectors, policies, runs
 
-ROUTES: list[Any] = [*policies.ROUTES, *runs.ROUTES]
+ROUTES: list[Any] = [*policies.ROUTES, *runs.ROUTES, *connectors.ROUTES]

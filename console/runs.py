@@ -3,35 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
-from litestar import Request, Response, get, post
+from litestar import Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, URLEncodedBody
+from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Redirect, Template
 from msgspec import Struct
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connectors.files import SnapshotFolderError, read_manifest
-from server.db.base import utcnow
-from server.db.models import Account, CrmPush, Digest, Run, RunChunk, RunDelivery, RunPart, Snapshot, User
+from server.db.models import Run, RunChunk, RunPart, Snapshot
 from server.errors import InvalidInput, NotFound
 from server.services.after_run import deliver
 from server.services.audit import record
-from server.services.catalog import load_catalog
 from server.services.deliveries import DELIVERY_KINDS, deliveries_of, summary
-from server.services.digests import DigestContent, as_recipient, build_digest, previous_counts, render
 from server.services.runs import RunRefused, RunRequest, enqueue_run, run_in_background, runnable_manifest
 from server.settings import Settings
-from server.web.access import Capability, CurrentUser, Role, requires
-from server.web.portal_helpers import today
+from server.web.access import Capability, CurrentUser, requires
 
 GUARD = [requires(Capability.MANAGE_RUNS)]
 PAGE_SIZE = 50
-PREVIEW_PROBLEMS = 20  # CRM refusals listed on the connectors page
-DIGEST_DAYS_SHOWN = 7
 
 
 class RunForm(Struct):
@@ -202,132 +194,4 @@ async def start_run(
     return Redirect("/console/runs?started=1", status_code=303)
 
 
-class SnapshotHealth(Struct, kw_only=True):
-    folder: str
-    readable: bool
-    problem: str | None = None
-    as_of: dt.date | None = None
-    source: str | None = None
-    complete: bool | None = None
-    files: dict[str, int] = {}
-    age_days: int | None = None
-    last_run: RunView | None = None
-
-
-async def snapshot_health(session: AsyncSession, folder: Path) -> SnapshotHealth:
-    health = SnapshotHealth(folder=str(folder), readable=False)
-    try:
-        manifest = read_manifest(folder)
-    except SnapshotFolderError as exc:
-        health.problem = str(exc)
-        return health
-    health.readable = True
-    health.as_of, health.source, health.complete = manifest.as_of, manifest.source, manifest.complete
-    health.files, resolved = _files_of(folder)
-    health.age_days = (utcnow().date() - manifest.as_of).days
-    row = (
-        await session.execute(
-            select(Run, Snapshot.folder, PARTS_DONE)
-            .join(Snapshot, Snapshot.id == Run.snapshot_id)
-            .where(Snapshot.folder == resolved)
-            .order_by(Run.id.desc())
-            .limit(1)
-        )
-    ).first()
-    if row is not None:
-        health.last_run = run_view(row[0], row[1], row[2])
-    return health
-
-
-def _files_of(folder: Path) -> tuple[dict[str, int], str]:
-    """The snapshot's files and sizes, and the folder's absolute path (as runs record it)."""
-    return {path.name: path.stat().st_size for path in sorted(folder.glob("*.jsonl"))}, str(folder.resolve())
-
-
-async def _digest_preview(
-    session: AsyncSession, settings: Settings, csm: str, day: dt.date
-) -> tuple[DigestContent, bool]:
-    """The digest `csm` gets on `day` (or would get: False when no user has that email)."""
-    user = await session.scalar(select(User).where(User.email == csm))
-    viewer = as_recipient(user) if user else CurrentUser(id=0, email=csm, name="", role=Role.CSM)
-    previous = await previous_counts(session, user.id, day) if user else None
-    catalog = await load_catalog(session, settings.policy_dir)
-    return await build_digest(session, viewer, day, settings, catalog, previous), user is not None
-
-
-async def _delivery_status(session: AsyncSession, kind: str) -> RunDelivery | None:
-    return await session.scalar(
-        select(RunDelivery).where(RunDelivery.kind == kind).order_by(RunDelivery.run_id.desc()).limit(1)
-    )
-
-
-@get("/console/connectors", guards=GUARD)
-async def connectors_page(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], csm: FromQuery[str] = ""
-) -> Template:
-    """The snapshot source's health; the digests (a preview for any CSM, what went out) and the
-    CRM write-back (what the CRM refused)."""
-    settings: Settings = request.app.state.settings
-    csms = list(await db_session.scalars(select(Account.csm).distinct().order_by(Account.csm)))
-    users = set(await db_session.scalars(select(User.email).where(User.active.is_(True), User.role == Role.CSM.value)))
-    chosen = csm if csm in csms else (csms[0] if csms else "")
-    digest, has_user = await _digest_preview(db_session, settings, chosen, today(request)) if chosen else (None, False)
-    recent_digests = (
-        await db_session.execute(
-            select(Digest.day, Digest.state, func.count())
-            .group_by(Digest.day, Digest.state)
-            .order_by(Digest.day.desc())
-        )
-    ).all()
-    digest_days: dict[dt.date, dict[str, int]] = {}
-    for day, state, count in recent_digests:
-        digest_days.setdefault(day, {})[state] = count
-    crm_failing = list(
-        await db_session.execute(
-            select(CrmPush.account_id, Account.name, CrmPush.crm_id, CrmPush.error, CrmPush.failures)
-            .join(Account, Account.id == CrmPush.account_id)
-            .where(CrmPush.error.is_not(None))
-            .order_by(CrmPush.failed_at.desc())
-            .limit(PREVIEW_PROBLEMS)
-        )
-    )
-    return Template(
-        "console/connectors.html",
-        context={
-            "health": await snapshot_health(db_session, settings.snapshot_dir),
-            "csms": csms,
-            "csm": chosen,
-            "digest": digest,
-            "has_user": has_user,
-            "without_user": [email for email in csms if email not in users],
-            "digest_days": list(digest_days.items())[:DIGEST_DAYS_SHOWN],
-            "last_digest": await _delivery_status(db_session, "digest"),
-            "last_crm": await _delivery_status(db_session, "crm"),
-            "crm_failing": crm_failing,
-            "customers": await db_session.scalar(select(func.count()).select_from(Account)),
-            "redis": bool(settings.redis_url),
-            "settings": settings,
-        },
-    )
-
-
-@get("/console/connectors/digest", guards=GUARD)
-async def digest_email(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], csm: FromQuery[str]
-) -> Response[str]:
-    """The digest email of one CSM, as HTML, exactly as it would be sent now."""
-    settings: Settings = request.app.state.settings
-    if not await db_session.scalar(select(func.count()).select_from(Account).where(Account.csm == csm)):
-        raise NotFound(f"no customer has the CSM {csm!r}")
-    digest, _ = await _digest_preview(db_session, settings, csm, today(request))
-    _text, html = render(digest)
-    return Response(html, media_type="text/html")
-
-
-@get("/api/console/connectors", guards=GUARD)
-async def connectors_api(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> SnapshotHealth:
-    settings: Settings = request.app.state.settings
-    return await snapshot_health(db_session, settings.snapshot_dir)
-
-
-ROUTES = [runs_page, runs_api, run_page, run_api, start_run, connectors_page, digest_email, connectors_api]
+ROUTES = [runs_page, runs_api, run_page, run_api, start_run]

@@ -13,12 +13,15 @@ from sqlalchemy import func, select
 from connectors.demo import write_demo_snapshot
 from server.db.models import Account, AuditEvent, PolicyPublication, Run, RunPart, Task
 from server.db.session import create_engine, session_factory
+from server.services.after_run import deliver
 from server.services.runs import RunRequest, prepare_run, run_in_process
 from server.services.tasks import TaskStatus, change_state
 from server.web.access import CurrentUser, Role
 from server.web.headers import EMAIL_PREVIEW_POLICY
 from tests.conftest import POLICY_DIR
-from tests.security.helpers import Browser, database, running, seed_users
+from tests.hubspot_fake import FakeHubSpot, serving
+from tests.security.helpers import Browser, database, running, seed_users, settings_for
+from tests.smtp import smtp_server
 
 AS_OF = dt.date(2026, 12, 4)
 
@@ -292,3 +295,45 @@ async def test_the_digest_preview_is_the_email_the_csm_gets(prepared: tuple[str,
         csm = Browser(client)
         await csm.login("ana.keller@demo.csm")
         assert (await csm.get("/console/connectors/digest?csm=ana.keller@demo.csm")).status_code == 403
+
+
+async def test_connectors_show_what_went_out_and_what_the_smtp_server_and_the_crm_refused(
+    prepared: tuple[str, Path],
+) -> None:
+    url, folder = prepared
+    await seed_users(url, ("ana.keller@demo.csm", "csm"), ("ben.meyer@demo.csm", "csm"))
+    async with database(url) as session:
+        run_id = await session.scalar(select(Run.id))
+        companies = {crm_id for crm_id in await session.scalars(select(Account.crm_id)) if crm_id}
+    refused_company = sorted(companies)[0]
+    engine = create_engine(url)
+    try:
+        with smtp_server() as mailbox, serving(FakeHubSpot(companies=companies - {refused_company})) as hubspot:
+            mailbox.refused.add("ben.meyer@demo.csm")
+            settings = settings_for(
+                url,
+                CSM_POLICY_DIR=str(POLICY_DIR),
+                CSM_CRM_URL=hubspot.url,
+                CSM_CRM_TOKEN=hubspot.token,
+                **mailbox.env(),
+            )
+            await deliver(session_factory(engine), run_id, settings)
+    finally:
+        await engine.dispose()
+    async with running(url, **env(folder)) as client:
+        ops = Browser(client)
+        await ops.login("ops@example.com")
+        status = (await ops.get("/api/console/deliveries")).json()
+        assert status["last_digest"]["run_id"] == run_id and status["last_digest"]["state"] == "partial"
+        assert status["last_digest"]["counts"] == {"sent": 1, "failed": 1}
+        assert [(day["sent"], day["failed"]) for day in status["digest_days"]] == [(1, 1)]
+        assert status["last_crm"]["state"] == "partial"
+        assert [refusal["crm_id"] for refusal in status["crm_refusals"]] == [refused_company]
+        assert status["csms_without_user"] == ["carla.schmidt@demo.csm"]
+        page = (await ops.get("/console/connectors")).text
+        assert "ben.meyer@demo.csm: SMTPRecipientsRefused" in page
+        assert f"<code>{refused_company}</code>" in page and "OBJECT_NOT_FOUND" in page
+        digest = (await ops.get("/api/console/digest?csm=ana.keller@demo.csm")).json()
+        assert digest["subject"].startswith("Your tasks for") and digest["deltas"]["High"] is None  # no day before
+        assert len(digest["lines"]) == min(50, digest["counts"]["Total"])
+        assert (await ops.get("/api/console/digest?csm=nobody@demo.csm")).status_code == 404
