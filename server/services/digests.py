@@ -109,7 +109,7 @@ class DigestLine:
 
 @dataclass
 class DigestContent:
-    name: str
+    name: str  # "" when the user has none: the greeting goes without
     recipient: str
     day: dt.date
     counts: dict[str, int]
@@ -164,7 +164,7 @@ async def build_digest(
         for item in page.items
     ]
     return DigestContent(
-        name=viewer.name or viewer.email,
+        name=viewer.name,
         recipient=viewer.email,
         day=day,
         counts=counts,

@@ -190,3 +190,8 @@ def csm_session(chromium: Browser, demo_server: DemoServer) -> Iterator[Session]
 @pytest.fixture
 def manager_session(chromium: Browser, demo_server: DemoServer) -> Iterator[Session]:
     yield from _session(chromium, demo_server, "manager@demo.csm")
+
+
+@pytest.fixture
+def ops_session(chromium: Browser, demo_server: DemoServer) -> Iterator[Session]:
+    yield from _session(chromium, demo_server, "ops@demo.csm")
