@@ -240,13 +240,14 @@ async def test_the_settings_page_shows_the_security_section(database_url: str) -
         assert "10 recovery codes left" in section
 
 
-def test_set_password_tokens_stay_out_of_the_access_log() -> None:
+@pytest.mark.parametrize("prefix", ["/login/invite/", "/go/"])  # set-password links, digest deep links
+def test_link_tokens_stay_out_of_the_access_log(prefix: str) -> None:
     """uvicorn logs `client - "METHOD path HTTP/x" status`: the token in the path is redacted."""
     create_app(settings_for("sqlite+aiosqlite:///:memory:"))
     record = logging.LogRecord(
         "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5000", "GET", "/login/invite/eyJ1Ijo0fQ.aBc-123_x?next=/", "1.1", 200), None,
+        ("127.0.0.1:5000", "GET", f"{prefix}eyJ1Ijo0fQ.aBc-123_x?next=/", "1.1", 200), None,
     )  # fmt: skip
     assert logging.getLogger("uvicorn.access").filter(record)
     line = record.getMessage()
-    assert "eyJ1Ijo0fQ" not in line and "/login/invite/[redacted]?next=/" in line
+    assert "eyJ1Ijo0fQ" not in line and f"{prefix}[redacted]?next=/" in line
