@@ -98,15 +98,19 @@ async def main_async(args: argparse.Namespace) -> None:
         assert sent == len(mailbox.messages), "every digest sent once"
     finally:
         await engine.dispose()
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                Path(f"{path}{suffix}").unlink()
+        remove_database(path)
     width = max(len(label) for label, _, _ in rows)
     print()
     print(f"{'after a run':<{width}}  {'seconds':>8}  notes")
     print("-" * (width + 60))
     for label, seconds, note in rows:
         print(f"{label:<{width}}  {seconds:8.2f}  {note}")
+
+
+def remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()
 
 
 def main() -> None:
