@@ -8,10 +8,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
-from litestar.response import Template
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
 from msgspec import Struct
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,15 +20,26 @@ from connectors.files import SnapshotFolderError, read_manifest
 from console.runs import GUARD, PARTS_DONE, RunView, run_view
 from server.db.base import utcnow
 from server.db.models import Account, CrmPush, Digest, Run, RunDelivery, Snapshot, User
-from server.errors import NotFound
+from server.errors import InvalidInput, NotFound
+from server.services.audit import record
 from server.services.catalog import load_catalog
 from server.services.deliveries import summary
-from server.services.digests import DigestContent, as_recipient, build_digest, previous_counts, render
+from server.services.digests import (
+    NEEDS_A_PERSON,
+    DigestContent,
+    as_recipient,
+    build_digest,
+    previous_counts,
+    release_digest,
+    render,
+    send_digest,
+)
 from server.settings import Settings
 from server.web.access import CurrentUser, Role
 from server.web.portal_helpers import today
 
 CRM_REFUSALS_SHOWN = 20
+DIGESTS_TO_CHECK = 50
 DIGEST_DAYS_SHOWN = 7
 
 
@@ -82,6 +93,18 @@ class DigestDay(Struct, kw_only=True):
     pending: int = 0
 
 
+class DigestToCheck(Struct, kw_only=True):
+    """A digest no job will send again: cut short and not confirmed, or refused on every attempt."""
+
+    id: int
+    day: dt.date
+    recipient: str
+    state: str
+    attempts: int
+    error: str | None
+    claimed_at: dt.datetime | None
+
+
 class CrmRefusal(Struct, kw_only=True):
     account_id: str
     name: str
@@ -97,6 +120,7 @@ class Deliveries(Struct, kw_only=True):
     last_digest: dict[str, Any]  # the latest run's delivery (services.deliveries.summary)
     last_crm: dict[str, Any]
     digest_days: list[DigestDay]
+    digests_to_check: list[DigestToCheck]  # a person decides: send again, or not
     crm_refusals: list[CrmRefusal]
     csms_without_user: list[str]  # CSMs of the data with no active CSM user: they get no digest
 
@@ -121,6 +145,9 @@ async def deliveries(session: AsyncSession, settings: Settings, csms: list[str])
         .order_by(CrmPush.failed_at.desc(), CrmPush.account_id)
         .limit(CRM_REFUSALS_SHOWN)
     )
+    to_check = await session.scalars(
+        select(Digest).where(NEEDS_A_PERSON).order_by(Digest.day.desc(), Digest.recipient).limit(DIGESTS_TO_CHECK)
+    )
     users = set(await session.scalars(select(User.email).where(User.active.is_(True), User.role == Role.CSM.value)))
     return Deliveries(
         smtp_host=settings.smtp_host,
@@ -128,6 +155,18 @@ async def deliveries(session: AsyncSession, settings: Settings, csms: list[str])
         last_digest=await _latest_delivery(session, "digest"),
         last_crm=await _latest_delivery(session, "crm"),
         digest_days=sorted(days.values(), key=lambda day: day.day, reverse=True)[:DIGEST_DAYS_SHOWN],
+        digests_to_check=[
+            DigestToCheck(
+                id=digest.id,
+                day=digest.day,
+                recipient=digest.recipient,
+                state=digest.state,
+                attempts=digest.attempts,
+                error=digest.error,
+                claimed_at=digest.claimed_at,
+            )
+            for digest in to_check
+        ],
         crm_refusals=[
             CrmRefusal(
                 account_id=push.account_id,
@@ -192,6 +231,32 @@ async def digest_email(
     return Response(html, media_type="text/html")
 
 
+@post("/console/connectors/digests/{digest_id:int}/send", guards=GUARD, status_code=303)
+async def send_digest_again(
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], digest_id: FromPath[int]
+) -> Redirect:
+    """Send again a digest no job will: the person has checked it did not arrive (or accepts a second)."""
+    settings: Settings = request.app.state.settings
+    user: CurrentUser = request.user
+    if settings.smtp_host is None:
+        raise InvalidInput("no SMTP server is configured (CSM_SMTP_HOST): nothing can be sent")
+    before = await release_digest(db_session, digest_id)
+    await db_session.commit()
+    catalog = await load_catalog(db_session, settings.policy_dir)
+    outcome = await send_digest(request.app.state.session_factory, digest_id, settings, catalog)
+    await record(
+        db_session,
+        "digest.sent_again",
+        actor=user.email,
+        object_type="digest",
+        object_id=str(digest_id),
+        outcome="ok" if outcome == "sent" else "failed",
+        before=before,
+        after={"outcome": outcome},
+    )
+    return Redirect(f"/console/connectors?resent={outcome}", status_code=303)
+
+
 @get("/api/console/connectors", guards=GUARD)
 async def connectors_api(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> SnapshotHealth:
     settings: Settings = request.app.state.settings
@@ -214,4 +279,4 @@ async def digest_api(
     return await _digest_preview(db_session, settings, csm, today(request))
 
 
-ROUTES = [connectors_page, digest_email, connectors_api, deliveries_api, digest_api]
+ROUTES = [connectors_page, digest_email, send_digest_again, connectors_api, deliveries_api, digest_api]

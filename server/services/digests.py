@@ -38,6 +38,7 @@ from server.db.base import utcnow
 from server.db.models import Account, Digest, User
 from server.db.session import session_scope
 from server.db.upsert import upsert
+from server.errors import Conflict
 from server.services.catalog import Catalog, load_catalog
 from server.services.deliveries import finish_delivery, start_delivery
 from server.services.tasks import TaskQuery, counters, list_tasks
@@ -303,6 +304,23 @@ async def send_digest(factory: Factory, digest_id: int, settings: Settings, cata
         factory, digest_id, state="sent", sent_at=utcnow(), counts=content.counts, message_id=message_id, error=None
     )
     return "sent"
+
+
+NEEDS_A_PERSON = (Digest.state == "sending") | ((Digest.state == "failed") & (Digest.attempts >= MAX_ATTEMPTS))
+
+
+async def release_digest(session: AsyncSession, digest_id: int) -> dict[str, Any]:
+    """A person's decision to send a digest again: one cut short and not confirmed, or one out of
+    attempts. It goes back to pending with fresh attempts (Conflict for any other digest).
+    Returns what it was, for the audit log."""
+    digest = await session.scalar(select(Digest).where(Digest.id == digest_id, NEEDS_A_PERSON))
+    if digest is None:
+        raise Conflict("only a digest cut short, or refused on every attempt, can be sent again by hand")
+    before = {"state": digest.state, "attempts": digest.attempts, "error": digest.error}
+    before.update(recipient=digest.recipient, day=digest.day.isoformat())
+    digest.state, digest.attempts, digest.error = "pending", 0, None
+    await session.flush()
+    return before
 
 
 async def _set_digest(factory: Factory, digest_id: int, **values: Any) -> None:

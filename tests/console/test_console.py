@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from connectors.demo import write_demo_snapshot
-from server.db.models import Account, AuditEvent, PolicyPublication, Run, RunPart, Task
+from server.db.models import Account, AuditEvent, Digest, PolicyPublication, Run, RunPart, Task
 from server.db.session import create_engine, session_factory
 from server.services.after_run import deliver
 from server.services.runs import RunRequest, prepare_run, run_in_process
@@ -337,3 +337,39 @@ async def test_connectors_show_what_went_out_and_what_the_smtp_server_and_the_cr
         assert digest["subject"].startswith("Your tasks for") and digest["deltas"]["High"] is None  # no day before
         assert len(digest["lines"]) == min(50, digest["counts"]["Total"])
         assert (await ops.get("/api/console/digest?csm=nobody@demo.csm")).status_code == 404
+
+
+async def test_ops_send_again_a_digest_that_was_cut_short_once_and_it_is_audited(prepared: tuple[str, Path]) -> None:
+    url, folder = prepared
+    ids = await seed_users(url, ("ana.keller@demo.csm", "csm"))
+    async with database(url) as session:
+        run_id = await session.scalar(select(Run.id))
+        assert run_id is not None
+        cut_short = Digest(
+            day=dt.date.today(), user_id=ids["ana.keller@demo.csm"], recipient="ana.keller@demo.csm", run_id=run_id
+        )
+        cut_short.state, cut_short.attempts = "sending", 1
+        session.add(cut_short)
+        await session.flush()
+        digest_id = cut_short.id
+    with smtp_server() as mailbox:
+        async with running(url, **env(folder), **mailbox.env()) as client:
+            ops = Browser(client)
+            await ops.login("ops@example.com")
+            page = (await ops.get("/console/connectors")).text
+            assert "To check" in page and f"/console/connectors/digests/{digest_id}/send" in page
+            csm = Browser(client)
+            await csm.login("ana.keller@demo.csm")
+            assert (await csm.post(f"/console/connectors/digests/{digest_id}/send")).status_code == 403
+            assert mailbox.messages == []
+            sent = await ops.post(f"/console/connectors/digests/{digest_id}/send")
+            assert sent.status_code == 303 and sent.headers["location"] == "/console/connectors?resent=sent"
+            assert [message["To"] for message in mailbox.messages] == ["ana.keller@demo.csm"]
+            assert "The digest was sent again." in (await ops.get("/console/connectors?resent=sent")).text
+            again = await ops.post(f"/console/connectors/digests/{digest_id}/send")  # sent now: not by hand again
+            assert again.status_code == 409 and len(mailbox.messages) == 1
+    async with database(url) as session:
+        digest = await session.get(Digest, digest_id)
+        assert digest is not None and (digest.state, digest.attempts) == ("sent", 1)
+        event = await session.scalar(select(AuditEvent).where(AuditEvent.action == "digest.sent_again"))
+        assert event is not None and event.actor == "ops@example.com" and event.before["state"] == "sending"
