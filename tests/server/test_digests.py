@@ -21,7 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from connectors.demo import write_demo_snapshot
 from server.db.models import Account, Digest, RunDelivery, Task, TaskState, User
 from server.db.session import create_engine, session_factory, session_scope
-from server.services.digests import LINK_SALT, send_digests
+from server.services.digests import (
+    LINK_SALT,
+    LISTED_TASKS,
+    DigestContent,
+    DigestLine,
+    deep_link,
+    render,
+    send_digests,
+)
 from server.services.runs import RunRequest, run_in_process
 from server.services.tasks import SEVERITY_ORDER, TaskStatus, change_state, open_task_sql
 from server.settings import Settings
@@ -298,3 +306,28 @@ class EightDaysAgo(TimestampSigner):
 
     def get_timestamp(self) -> int:
         return super().get_timestamp() - 8 * 86_400
+
+
+def test_a_full_digest_of_long_texts_stays_under_gmails_clipping_size() -> None:
+    """Gmail cuts an email's HTML after 102 KB ("[Message clipped]"): the tasks further down and
+    their buttons would be hidden. 50 tasks of long titles, descriptions and names fit."""
+    settings = settings_for("sqlite+aiosqlite:///:memory:")
+    link = deep_link(settings, 123_456, "/customers/" + "c" * 40 + "/tasks#task-" + "0" * 32)
+    line = DigestLine(
+        severity="Medium",
+        title="t" * 100,
+        description="d" * 200,
+        customer="n" * 80,
+        chi=29,
+        band="Critical",
+        band_colour="#b3261e",
+        why="w" * 120,
+        due_on=AS_OF,
+        overdue=True,
+        link=link,
+    )
+    counts = {"High": 0, "Medium": 60, "Low": 0, "Total": 60}
+    content = DigestContent("Ana", ANA, AS_OF, counts, dict.fromkeys(counts, 1), [line] * LISTED_TASKS, 10, "/")
+    text, html = render(content)
+    assert html.count(link) == LISTED_TASKS and text.count(link) == LISTED_TASKS
+    assert len(html.encode()) < 102 * 1024
