@@ -34,6 +34,7 @@ from server.services.digests import (
     render,
     send_digest,
 )
+from server.services.preferences import digest_turned_off
 from server.settings import Settings
 from server.web.access import CurrentUser, Role
 from server.web.portal_helpers import today
@@ -123,6 +124,7 @@ class Deliveries(Struct, kw_only=True):
     digests_to_check: list[DigestToCheck]  # a person decides: send again, or not
     crm_refusals: list[CrmRefusal]
     csms_without_user: list[str]  # CSMs of the data with no active CSM user: they get no digest
+    csms_turned_off: list[str]  # CSM users who turned their digest off (Settings)
 
 
 async def _latest_delivery(session: AsyncSession, kind: str) -> dict[str, Any]:
@@ -179,6 +181,7 @@ async def deliveries(session: AsyncSession, settings: Settings, csms: list[str])
             for push, name, crm_id in refusals
         ],
         csms_without_user=[email for email in csms if email not in users],
+        csms_turned_off=sorted(await digest_turned_off(session) & users),
     )
 
 
@@ -213,6 +216,7 @@ async def connectors_page(
             "csm": chosen,
             "digest": await _digest_preview(db_session, settings, chosen, today(request)) if chosen else None,
             "has_user": chosen not in status.csms_without_user,
+            "turned_off": chosen in status.csms_turned_off,
             "status": status,
             "customers": await db_session.scalar(select(func.count()).select_from(Account)),
             "redis": bool(settings.redis_url),

@@ -15,7 +15,7 @@ from server.portal.common import AnyRequest, current_user, is_htmx, render, safe
 from server.services import preferences
 from server.services.customers import COLUMNS
 from server.services.tags import PALETTE, create_tag, delete_tag, list_tags, update_tag
-from server.web.access import SIGNED_IN, Capability, requires
+from server.web.access import SIGNED_IN, Capability, Role, requires
 
 READ = [requires(Capability.READ_CUSTOMERS)]
 EDIT = [requires(Capability.EDIT_CUSTOMERS)]
@@ -110,6 +110,8 @@ async def settings_context(request: AnyRequest, db_session: NamedDependency[Asyn
         "hidden_columns": [column for column in COLUMNS if column not in columns],
         "column_labels": COLUMNS,
         "saved_filters": await preferences.list_filters(db_session, user),
+        "gets_digests": user.role == Role.CSM,
+        "wants_digest": await preferences.wants_digest(db_session, user),
     }
     for provider in SETTINGS_CONTEXT:
         context.update(await provider(request, db_session))
@@ -146,6 +148,15 @@ async def settings_columns(request: AnyRequest, db_session: NamedDependency[Asyn
     return await render(request, db_session, "portal/partials/settings_columns.html", context, with_tabs=False)
 
 
+@post("/settings/digest", opt=SIGNED_IN, name="settings_digest", status_code=303)
+async def settings_digest(request: AnyRequest, db_session: NamedDependency[AsyncSession]) -> Redirect:
+    """Turn the morning digest on or off (for CSMs: the only ones who get one)."""
+    form = await request.form()
+    on = form.get("digest") == "on"
+    await preferences.set_digest(db_session, current_user(request), on)
+    return Redirect(f"/settings?digest={'on' if on else 'off'}#digest", status_code=303)
+
+
 ROUTES = [
     tags_page,
     tag_create,
@@ -156,4 +167,5 @@ ROUTES = [
     filter_delete,
     settings_page,
     settings_columns,
+    settings_digest,
 ]

@@ -41,6 +41,7 @@ from server.db.upsert import upsert
 from server.errors import Conflict
 from server.services.catalog import Catalog, load_catalog
 from server.services.deliveries import finish_delivery, start_delivery
+from server.services.preferences import digest_turned_off
 from server.services.tasks import TaskQuery, counters, list_tasks
 from server.settings import Settings
 from server.web.access import CurrentUser, Role
@@ -241,7 +242,8 @@ async def send_email(message: EmailMessage, settings: Settings) -> None:
 
 
 async def prepare_digests(factory: Factory, run_id: int, day: dt.date) -> None:
-    """One outbox row per active CSM with customers, for `day` (rows already there are kept)."""
+    """One outbox row per active CSM with customers who did not turn the digest off, for `day`
+    (rows already there are kept)."""
     async with session_scope(factory) as session:
         with_customers = select(Account.csm).distinct().scalar_subquery()
         recipients = await session.execute(
@@ -249,9 +251,11 @@ async def prepare_digests(factory: Factory, run_id: int, day: dt.date) -> None:
                 User.active.is_(True), User.role == Role.CSM.value, User.email.in_(with_customers)
             )
         )
+        turned_off = await digest_turned_off(session)
         rows = [
             {"day": day, "user_id": user_id, "recipient": address, "run_id": run_id, "state": "pending"}
             for user_id, address in recipients
+            if address not in turned_off
         ]
         await upsert(session, Digest, rows, ("day", "user_id"))
 

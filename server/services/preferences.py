@@ -1,4 +1,5 @@
-"""Per-user preferences: the overview's columns, the strip of open customer tabs, saved filters.
+"""Per-user preferences: the overview's columns, the strip of open customer tabs, saved filters,
+whether a CSM gets the morning digest.
 
 The open tabs live here (in the database, per user) rather than in the browser's localStorage:
 the strip is rendered by the server with the page (no flash of an empty strip, no script
@@ -24,6 +25,7 @@ from server.services.customers import COLUMNS, DEFAULT_COLUMNS
 from server.web.access import CurrentUser
 
 COLUMNS_KEY = "overview.columns"
+DIGEST_KEY = "digest.email"
 TABS_KEY = "customer.tabs"
 MAX_TABS = 12
 DETAIL_TABS = ("tasks", "chi", "commercial", "usage", "activity", "retention")
@@ -41,6 +43,27 @@ async def _get(session: AsyncSession, user: CurrentUser, key: str) -> dict[str, 
 async def _put(session: AsyncSession, user: CurrentUser, key: str, value: dict[str, Any]) -> None:
     row = {"user_email": user.email, "key": key, "value": value}
     await upsert(session, UserPreference, [row], ("user_email", "key"), ("value",))
+
+
+# ── the morning digest ──────────────────────────────────────────────────────────────────
+
+
+async def wants_digest(session: AsyncSession, user: CurrentUser) -> bool:
+    """On unless the user turned it off."""
+    stored = await _get(session, user, DIGEST_KEY)
+    return bool(stored.get("on", True)) if stored else True
+
+
+async def set_digest(session: AsyncSession, user: CurrentUser, on: bool) -> None:
+    await _put(session, user, DIGEST_KEY, {"on": on})
+
+
+async def digest_turned_off(session: AsyncSession) -> set[str]:
+    """The emails of the users who turned the morning digest off."""
+    rows = await session.execute(
+        select(UserPreference.user_email, UserPreference.value).where(UserPreference.key == DIGEST_KEY)
+    )
+    return {email for email, value in rows if isinstance(value, dict) and value.get("on") is False}
 
 
 # ── columns ─────────────────────────────────────────────────────────────────────────────

@@ -295,6 +295,9 @@ async def test_the_digest_preview_is_the_email_the_csm_gets(prepared: tuple[str,
         csm = Browser(client)
         await csm.login("ana.keller@demo.csm")
         assert (await csm.get("/console/connectors/digest?csm=ana.keller@demo.csm")).status_code == 403
+        await csm.post("/settings/digest", {})  # Ana turns her morning email off
+        page = (await ops.get("/console/connectors?csm=ana.keller@demo.csm")).text
+        assert "(not sent: the CSM turned it off)" in page and "Turned off in their settings: ana.keller" in page
 
 
 async def test_connectors_show_what_went_out_and_what_the_smtp_server_and_the_crm_refused(

@@ -331,3 +331,26 @@ def test_a_full_digest_of_long_texts_stays_under_gmails_clipping_size() -> None:
     text, html = render(content)
     assert html.count(link) == LISTED_TASKS and text.count(link) == LISTED_TASKS
     assert len(html.encode()) < 102 * 1024
+
+
+async def test_a_csm_turns_the_morning_email_off_and_on_in_settings(
+    book: tuple[str, Path, int, dict[str, int]], factory: Any, mailbox: Mailbox
+) -> None:
+    url, folder, run_id, _ids = book
+    async with running(url, CSM_POLICY_DIR=str(POLICY_DIR), CSM_SNAPSHOT_DIR=str(folder)) as client:
+        ana = Browser(client)
+        await ana.login(ANA)
+        page = (await ana.get("/settings")).text
+        assert "Morning email" in page and 'name="digest" checked' in page
+        saved = await ana.post("/settings/digest", {})  # the box unticked
+        assert saved.status_code == 303 and location(saved) == "/settings?digest=off#digest"
+        page = (await ana.get("/settings?digest=off")).text
+        assert 'name="digest" checked' not in page and "no morning email from the next run on" in page
+        manager = Browser(client)
+        await manager.login("manager@demo.csm")
+        assert "Morning email" not in (await manager.get("/settings")).text  # only CSMs get one
+        await send_digests(factory, run_id, settings(url, mailbox), AS_OF)
+        assert [message["To"] for message in mailbox.messages] == [BEN]
+        assert (await ana.post("/settings/digest", {"digest": "on"})).status_code == 303
+        await send_digests(factory, run_id, settings(url, mailbox), AS_OF + dt.timedelta(days=1))
+        assert sorted(message["To"] for message in mailbox.messages) == [ANA, BEN, BEN]
