@@ -41,6 +41,7 @@ class FakeHubSpot:
     unavailable_on: set[int] = field(default_factory=set)  # 503 on these calls
     unavailable_from: int | None = None  # 503 on this call and every later one
     echo_token: bool = False  # a 401 quoting the token it was given (worse than HubSpot, on purpose)
+    padding: int = 0  # bytes of filler in every answer (something other than HubSpot on the other end)
     received: list[Received] = field(default_factory=list)
     properties: dict[str, dict[str, str]] = field(default_factory=dict)  # company id -> what it holds
     url: str = ""  # set while served
@@ -67,6 +68,8 @@ class FakeHubSpot:
                 "headers": [(b"content-type", b"application/json;charset=utf-8"), *extra],
             }
         )
+        if self.padding:
+            answer = {**answer, "filler": "x" * self.padding}
         await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
 
     def answer(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import random
 from collections import Counter
@@ -41,6 +42,7 @@ ATTEMPTS = 5  # per batch, for answers worth retrying (429 secondly, 5xx, no ans
 TIMEOUT = httpx.Timeout(30.0)
 MAX_WAIT = 120.0  # seconds; a longer Retry-After is cut to this (the attempts are limited anyway)
 MESSAGE_LENGTH = 300
+MAX_ANSWER = 1_000_000  # bytes of an answer read at most (HubSpot's to 100 companies: about 30 KB)
 COUNT_NAMES = ("candidates", "pushed", "failed", "waiting", "unchanged", "no_crm_id", "requests", "rate_limited")
 
 Sleep = Callable[[float], Awaitable[Any]]
@@ -189,12 +191,11 @@ class _Push:
         for attempt in range(1, ATTEMPTS + 1):
             self.counts["requests"] += 1
             try:
-                # Per request, so that a client given by the caller is held to them too.
-                response = await client.post(
-                    self.url, json=body, headers=headers, timeout=TIMEOUT, follow_redirects=False
-                )
+                response = await post(client, self.url, body, headers)
             except httpx.TransportError as exc:
                 problem, wait = f"the CRM did not answer ({type(exc).__name__})", backoff(attempt)
+            except AnswerTooLarge as exc:  # not read: whether the CRM applied the batch is unknown
+                return self.batch_failed(batch, str(exc), None)
             else:
                 answer = json_object(response)
                 status = response.status_code
@@ -307,23 +308,53 @@ class _Push:
         return text if len(text) <= MESSAGE_LENGTH else text[: MESSAGE_LENGTH - 1] + "…"
 
 
-def described(response: httpx.Response, answer: dict[str, Any]) -> str:
+class AnswerTooLarge(Exception):
+    """The CRM's answer was longer than MAX_ANSWER bytes (read no further)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer of the CRM, read whole (it is never longer than MAX_ANSWER bytes)."""
+
+    status_code: int
+    reason_phrase: str
+    headers: httpx.Headers
+    body: bytes
+
+
+async def post(client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]) -> Answer:
+    """POST and read the answer, refusing one over MAX_ANSWER bytes (a CRM's batch answer is tens
+    of kilobytes; whatever is on the other end may not fill the worker's memory). Timeout and
+    redirects per request, so that a client given by the caller is held to them too."""
+    request = client.stream("POST", url, json=body, headers=headers, timeout=TIMEOUT, follow_redirects=False)
+    async with request as response:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER:
+                raise AnswerTooLarge(f"the CRM's answer (HTTP {response.status_code}) is over {MAX_ANSWER:,} bytes")
+            chunks.append(chunk)
+        return Answer(response.status_code, response.reason_phrase, response.headers, b"".join(chunks))
+
+
+def described(response: Answer, answer: dict[str, Any]) -> str:
     """An error answer in one line: status, HubSpot's category or error type, its message."""
     kind = answer.get("category") or answer.get("errorType") or response.reason_phrase
-    message = answer.get("message") or response.text or "no message"
+    message = answer.get("message") or response.body.decode("utf-8", "replace") or "no message"
     return f"HTTP {response.status_code} {kind}: {message}"
 
 
-def json_object(response: httpx.Response) -> dict[str, Any]:
+def json_object(response: Answer) -> dict[str, Any]:
     """The answer's JSON object, or {} (a proxy's HTML error page, an empty body)."""
     try:
-        answer = response.json()
+        answer = json.loads(response.body)
     except ValueError:
         return {}
     return answer if isinstance(answer, dict) else {}
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: Answer) -> float | None:
     """The seconds a 429 asks to wait (HubSpot sends seconds), cut to MAX_WAIT; None when not said."""
     try:
         return min(max(float(response.headers["Retry-After"]), 0.0), MAX_WAIT)

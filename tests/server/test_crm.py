@@ -396,6 +396,26 @@ async def test_a_refused_token_is_not_retried_and_the_token_is_stored_and_logged
     assert secret not in "\n".join([*stored, *refused.errors, caplog.text])
 
 
+async def test_an_answer_too_large_to_read_fails_its_batch_and_is_not_read_further(
+    factory: Factory, hubspot: FakeHubSpot, tmp_path: Path, small_batches: int
+) -> None:
+    companies = customers(3)
+    hubspot.companies = set(companies.values())
+    hubspot.padding = 3 * crm.MAX_ANSWER  # a 200 of 3 MB: a proxy, or anything but HubSpot
+    run = await scored_run(factory, tmp_path / "snapshot", companies)
+
+    result = await push_health(factory, run.id, crm_settings(hubspot), sleep=Waits())
+
+    # Each batch failed once, not retried (the same call would get the same answer), none accepted.
+    assert result == counts(candidates=3, failed=3, requests=2)
+    refused = await delivery(factory, run.id)
+    assert refused.state == "failed"
+    assert refused.errors[0] == (
+        f"batch of 2 customers (A-000 … A-001): the CRM's answer (HTTP 200) is over {crm.MAX_ANSWER:,} bytes"
+    )
+    assert all(row.pushed_at is None and row.failures == 1 for row in (await pushes(factory)).values())
+
+
 def answering(handler: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.MockTransport(handler))
 
