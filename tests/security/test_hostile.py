@@ -154,7 +154,7 @@ OTHER_PARAMS = {
     "tab": "a customer tab name",
     "tag_id": "tags are shared",
     "user_id": "admin only",
-    "token": "signed set-password link",
+    "token": "signed set-password and digest links (test_digests: forged, altered, old)",
     "handle": "own sessions (test_another_users_session_cannot_be_ended)",
     "file_path": "static files",
     "path": "OpenAPI document",
@@ -162,6 +162,7 @@ OTHER_PARAMS = {
     "version_id": "console, ops-wide",
     "run_id": "console, ops-wide",
     "job_id": "console, ops-wide",
+    "digest_id": "console, ops-wide",
 }
 
 
