@@ -25,6 +25,7 @@ def free_port() -> int:
 class Mailbox:
     messages: list[EmailMessage] = field(default_factory=list)
     refused: set[str] = field(default_factory=set)  # recipients answered "550 no such user"
+    hang_up: set[str] = field(default_factory=set)  # recipients whose message is kept, then no answer
     port: int = 0
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
@@ -38,6 +39,9 @@ class Mailbox:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
+        if self.hang_up & set(envelope.rcpt_tos):
+            # Taken, but the line drops before the answer: the sender cannot know it went through.
+            server.transport.abort()
         return "250 OK"
 
     def to(self, address: str) -> list[EmailMessage]:

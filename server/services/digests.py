@@ -260,15 +260,14 @@ async def prepare_digests(factory: Factory, run_id: int, day: dt.date) -> None:
         await upsert(session, Digest, rows, ("day", "user_id"))
 
 
+CLAIMABLE = or_(Digest.state == "pending", Digest.state == "failed") & (Digest.attempts < MAX_ATTEMPTS)
+
+
 async def _claim(factory: Factory, digest_id: int) -> bool:
     async with session_scope(factory) as session:
         claimed = await session.execute(
             update(Digest)
-            .where(
-                Digest.id == digest_id,
-                or_(Digest.state == "pending", Digest.state == "failed"),
-                Digest.attempts < MAX_ATTEMPTS,
-            )
+            .where(Digest.id == digest_id, CLAIMABLE)
             .values(state="sending", attempts=Digest.attempts + 1, claimed_at=utcnow())
         )
         return bool(claimed.rowcount)  # type: ignore[attr-defined]
@@ -290,25 +289,40 @@ def _message_id(settings: Settings, digest_id: int, day: dt.date) -> str:
     return f"<digest.{day.isoformat()}.{digest_id}@{domain}>"
 
 
+# The SMTP server said no, or could not be reached: it did not take the message, so another
+# attempt cannot double it. Anything else (the connection dropped, no answer in time) may have
+# come after the server took it: that digest is left to a person.
+NOT_TAKEN = (
+    aiosmtplib.SMTPResponseException,
+    aiosmtplib.SMTPRecipientsRefused,
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPNotSupported,
+)
+
+
 async def send_digest(factory: Factory, digest_id: int, settings: Settings, catalog: Catalog) -> str:
     """Send one outbox row unless it is sent, being sent, or out of attempts. Returns the outcome:
-    sent, skipped, or failed."""
-    if not await _claim(factory, digest_id):
-        return "skipped"
+    sent, skipped, failed (worth another attempt) or unconfirmed (left to a person)."""
     async with session_scope(factory) as session:
-        digest = await session.get(Digest, digest_id)
-        assert digest is not None
+        digest = await session.scalar(select(Digest).where(Digest.id == digest_id, CLAIMABLE))
+        if digest is None:
+            return "skipped"
         user = await session.get(User, digest.user_id)
         assert user is not None
         previous = await previous_counts(session, user.id, digest.day)
+        # Built before the claim: a failure here leaves the row as it was, not "cut short".
         content = await build_digest(session, as_recipient(user), digest.day, settings, catalog, previous)
+    if not await _claim(factory, digest_id):
+        return "skipped"  # another job took it meanwhile
     message_id = _message_id(settings, digest_id, content.day)
     try:
         await send_email(email_message(content, settings, message_id), settings)
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        # Refused or unreachable: the server did not take it, so another attempt cannot double it.
+    except NOT_TAKEN as exc:
         await _set_digest(factory, digest_id, state="failed", error=f"{type(exc).__name__}: {exc}"[:500])
         return "failed"
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        await _set_digest(factory, digest_id, error=f"{type(exc).__name__}: {exc}"[:500])  # stays "sending"
+        return "unconfirmed"
     await _set_digest(
         factory, digest_id, state="sent", sent_at=utcnow(), counts=content.counts, message_id=message_id, error=None
     )
@@ -361,6 +375,9 @@ async def send_digests(factory: Factory, run_id: int, settings: Settings, day: d
                 )
             )
         ).all()
-    errors = [f"{recipient}: {error if state == 'failed' else CUT_SHORT}" for recipient, state, error in problems]
+    errors = [
+        f"{recipient}: {error}" if state == "failed" else f"{recipient}: {CUT_SHORT}" + (f" ({error})" if error else "")
+        for recipient, state, error in problems
+    ]
     await finish_delivery(factory, run_id, "digest", outcomes, errors)
     return outcomes

@@ -196,6 +196,27 @@ async def test_a_digest_whose_sending_was_cut_short_is_not_sent_again_but_report
         assert delivery.errors == [f"{BEN}: the sending was cut short and not confirmed; not sent again"]
 
 
+async def test_a_digest_whose_answer_never_came_is_left_to_a_person_not_sent_twice(
+    book: tuple[str, Path, int, dict[str, int]], factory: Any, mailbox: Mailbox
+) -> None:
+    """The SMTP server took Ben's digest, then the line dropped before its answer: to the sender
+    that is the same as a failure before it, so only a person can tell. Retries leave it alone."""
+    url, _folder, run_id, _ids = book
+    mailbox.hang_up.add(BEN)
+    assert await send_digests(factory, run_id, settings(url, mailbox), AS_OF) == {"sent": 1, "unconfirmed": 1}
+    mailbox.hang_up.clear()
+    assert await send_digests(factory, run_id, settings(url, mailbox), AS_OF) == {"skipped": 2}
+    assert len(mailbox.to(BEN)) == 1  # it had arrived: a second would have been a double
+    async with session_scope(factory) as session:
+        digest = await session.scalar(select(Digest).where(Digest.recipient == BEN))
+        assert digest is not None and digest.state == "sending" and digest.error is not None
+        delivery = await session.get(RunDelivery, (run_id, "digest"))
+        assert delivery is not None and delivery.state == "partial"
+        assert delivery.errors == [
+            f"{BEN}: the sending was cut short and not confirmed; not sent again ({digest.error})"
+        ]
+
+
 async def test_the_counters_compare_with_the_csms_previous_digest(
     book: tuple[str, Path, int, dict[str, int]], factory: Any, mailbox: Mailbox
 ) -> None:
