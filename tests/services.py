@@ -36,6 +36,13 @@ def reachable(url: str) -> bool:
         return False
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def require(name: str, url: str) -> None:
     if not reachable(url):
         unavailable(f"{name} is not reachable at {url}", f"set CSM_TEST_{name.upper()}_URL")

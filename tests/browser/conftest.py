@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,19 +26,13 @@ from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from bench.demo_db import build
 from server.services.demo_history import DEMO_PASSWORD
-from tests.services import unavailable
+from tests.services import free_port, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-results" / "screenshots"
 ACCOUNTS = 300
 WEEKS = 6
 TIMEZONE = "Europe/Berlin"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -62,7 +55,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer
     # In a thread of its own: Playwright's sync API may already run an event loop in this one.
     with ThreadPoolExecutor(max_workers=1) as pool:
         users = pool.submit(asyncio.run, job).result()
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CSM_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
