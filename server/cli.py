@@ -27,7 +27,7 @@ from server.cli_users import register_user_commands
 from server.db.migrate import upgrade
 from server.db.models import Run, RunDelivery
 from server.db.session import create_engine, session_factory, session_scope
-from server.services.after_run import deliver
+from server.services.after_run import deliver, succeeded_run
 from server.services.audit import CLI, record_as
 from server.services.deliveries import deliveries_of
 from server.services.demo_history import DEMO_PASSWORD, create_demo_users, run_demo_history, snapshot_folder
@@ -481,6 +481,35 @@ def enqueue_run_command(snapshot_dir: Path | None, force: bool) -> None:
         err.print(f"[red]run refused:[/] {exc}")
         sys.exit(1)
     out.print(f"queued job {job}")
+
+
+@main.command("deliver")
+@click.option("--run", "run_id", type=int, default=None, help="The run (default: the latest that succeeded).")
+def deliver_command(run_id: int | None) -> None:
+    """Send what goes out after a run, in this process: the CSMs' digests (each once a day) and the
+    CRM write-back (only what changed). For a run whose deliveries failed or found no SMTP or CRM."""
+    settings = _settings()
+
+    async def work() -> tuple[int | None, dict[str, RunDelivery]]:
+        engine = create_engine(settings.database_url)
+        try:
+            factory = session_factory(engine)
+            async with session_scope(factory) as session:
+                chosen = await succeeded_run(session, run_id)
+            if chosen is None:
+                return None, {}
+            await deliver(factory, chosen, settings)
+            async with session_scope(factory) as session:
+                return chosen, (await deliveries_of(session, [chosen])).get(chosen, {})
+        finally:
+            await engine.dispose()
+
+    chosen, deliveries = asyncio.run(work())
+    if chosen is None:
+        err.print(f"[red]no succeeded run{f' {run_id}' if run_id is not None else ''}[/]: nothing to deliver")
+        sys.exit(1)
+    out.print(f"run {chosen}")
+    _print_deliveries(deliveries)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.db.models import Run
 from server.services.crm import push_health
 from server.services.digests import send_digests
 from server.settings import Settings
@@ -21,3 +23,11 @@ async def deliver(factory: async_sessionmaker[AsyncSession], run_id: int, settin
     except Exception:  # recorded as "running" on run_delivery; the write-back still goes out
         log.exception("the digests of run %s failed", run_id)
     await push_health(factory, run_id, settings)
+
+
+async def succeeded_run(session: AsyncSession, run_id: int | None = None) -> int | None:
+    """The run `run_id` if it succeeded, or (None) the latest run that did."""
+    chosen = select(Run.id).where(Run.state == "succeeded")
+    if run_id is not None:
+        chosen = chosen.where(Run.id == run_id)
+    return await session.scalar(chosen.order_by(Run.id.desc()).limit(1))

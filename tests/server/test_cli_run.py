@@ -70,3 +70,26 @@ def test_a_run_without_smtp_or_crm_says_what_to_configure(
     assert result.exit_code == 0, result.output
     assert "digests: off, no SMTP server configured (CSM_SMTP_HOST)" in result.output
     assert "CRM write-back: off, no CRM configured (CSM_CRM_URL)" in result.output
+
+
+def test_deliver_sends_what_a_run_could_not_once_smtp_is_configured(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = tmp_path / "snapshot"
+    write_demo_snapshot(snapshot, accounts=12, seed=4, as_of=dt.date(2026, 12, 4))
+    csms = sorted({json.loads(line)["csm"] for line in (snapshot / "accounts.jsonl").read_text().splitlines()})
+    asyncio.run(seed_users(sqlite_url, *((email, "csm") for email in csms)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CSM_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("CSM_POLICY_DIR", str(POLICY_DIR))
+    assert "digests: off" in invoke("run", "--snapshot", str(snapshot)).output  # no SMTP yet
+    missing = invoke("deliver", "--run", "99")
+    assert missing.exit_code == 1 and "no succeeded run 99" in missing.output
+    with smtp_server() as mailbox:
+        for name, value in mailbox.env().items():
+            monkeypatch.setenv(name, value)
+        delivered = invoke("deliver")
+        assert delivered.exit_code == 0, delivered.output
+        assert delivered.output.startswith("run 1\n") and f"digests: done (sent {len(csms)})" in delivered.output
+        assert "digests: done (skipped" in invoke("deliver", "--run", "1").output  # once a day
+    assert sorted(message["To"] for message in mailbox.messages) == csms
