@@ -8,6 +8,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
@@ -95,7 +96,7 @@ class DigestDay(Struct, kw_only=True):
 
 
 class DigestToCheck(Struct, kw_only=True):
-    """A digest no job will send again: cut short and not confirmed, or refused on every attempt."""
+    """A digest cut short and not confirmed, or refused by the SMTP server: a person may send it again."""
 
     id: int
     day: dt.date
@@ -157,18 +158,7 @@ async def deliveries(session: AsyncSession, settings: Settings, csms: list[str])
         last_digest=await _latest_delivery(session, "digest"),
         last_crm=await _latest_delivery(session, "crm"),
         digest_days=sorted(days.values(), key=lambda day: day.day, reverse=True)[:DIGEST_DAYS_SHOWN],
-        digests_to_check=[
-            DigestToCheck(
-                id=digest.id,
-                day=digest.day,
-                recipient=digest.recipient,
-                state=digest.state,
-                attempts=digest.attempts,
-                error=digest.error,
-                claimed_at=digest.claimed_at,
-            )
-            for digest in to_check
-        ],
+        digests_to_check=[msgspec.convert(digest, DigestToCheck, from_attributes=True) for digest in to_check],
         crm_refusals=[
             CrmRefusal(
                 account_id=push.account_id,
@@ -239,7 +229,7 @@ async def digest_email(
 async def send_digest_again(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], digest_id: FromPath[int]
 ) -> Redirect:
-    """Send again a digest no job will: the person has checked it did not arrive (or accepts a second)."""
+    """Send a digest again: one refused, or one cut short that the person has checked did not arrive."""
     settings: Settings = request.app.state.settings
     user: CurrentUser = request.user
     if settings.smtp_host is None:

@@ -29,7 +29,6 @@ from server.db.models import Run, RunDelivery
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.after_run import deliver, succeeded_run
 from server.services.audit import CLI, record_as
-from server.services.deliveries import deliveries_of
 from server.services.demo_history import DEMO_PASSWORD, create_demo_users, run_demo_history, snapshot_folder
 from server.services.dry_run import dry_run_folder
 from server.services.exports import export_health, export_tasks
@@ -286,9 +285,7 @@ async def _run(
             run, already_done = await run_in_process(session_factory(engine), request, progress)
         if already_done:
             return run, True, {}
-        await deliver(session_factory(engine), run.id, settings)
-        async with session_scope(session_factory(engine)) as session:
-            return run, False, (await deliveries_of(session, [run.id])).get(run.id, {})
+        return run, False, await deliver(session_factory(engine), run.id, settings)
     finally:
         await engine.dispose()
 
@@ -420,9 +417,7 @@ def demo_command(accounts: int, weeks: int, host: str, port: int, no_serve: bool
             async with session_scope(factory) as session:
                 credentials = await create_demo_users(session, snapshot_folder(root, accounts, today))
             # The demo CSMs exist now: today's run delivers as any run does (off without SMTP and CRM).
-            await deliver(factory, run.id, settings)
-            async with session_scope(factory) as session:
-                return run, credentials, (await deliveries_of(session, [run.id])).get(run.id, {})
+            return run, credentials, await deliver(factory, run.id, settings)
         finally:
             await engine.dispose()
 
@@ -498,9 +493,7 @@ def deliver_command(run_id: int | None) -> None:
                 chosen = await succeeded_run(session, run_id)
             if chosen is None:
                 return None, {}
-            await deliver(factory, chosen, settings)
-            async with session_scope(factory) as session:
-                return chosen, (await deliveries_of(session, [chosen])).get(chosen, {})
+            return chosen, await deliver(factory, chosen, settings)
         finally:
             await engine.dispose()
 

@@ -86,7 +86,7 @@ ACTIONS: dict[str, str] = {
     "policy.published": "a policy version was published (with comment, before/after hashes)",
     "policy.rolled_back": "the published policy was rolled back to an earlier version",
     "run.started": "an engine run was started from the console",
-    "digest.sent_again": "a digest no job would send again was sent by hand from the console",
+    "digest.sent_again": "a digest cut short or refused by the SMTP server was sent again by hand from the console",
 }
 
 

@@ -329,16 +329,19 @@ async def send_digest(factory: Factory, digest_id: int, settings: Settings, cata
     return "sent"
 
 
-NEEDS_A_PERSON = (Digest.state == "sending") | ((Digest.state == "failed") & (Digest.attempts >= MAX_ATTEMPTS))
+# Digests a person may send again: cut short (no job sends them again) or refused (in one process
+# nothing retries them; on workers the job's retries may still be coming, and a claim keeps the
+# two from doubling it).
+NEEDS_A_PERSON = Digest.state.in_(("sending", "failed"))
 
 
 async def release_digest(session: AsyncSession, digest_id: int) -> dict[str, Any]:
-    """A person's decision to send a digest again: one cut short and not confirmed, or one out of
-    attempts. It goes back to pending with fresh attempts (Conflict for any other digest).
-    Returns what it was, for the audit log."""
+    """A person's decision to send a digest again: one cut short and not confirmed, or one the
+    SMTP server refused. It goes back to pending with fresh attempts (Conflict for any other
+    digest). Returns what it was, for the audit log."""
     digest = await session.scalar(select(Digest).where(Digest.id == digest_id, NEEDS_A_PERSON))
     if digest is None:
-        raise Conflict("only a digest cut short, or refused on every attempt, can be sent again by hand")
+        raise Conflict("only a digest cut short, or refused by the SMTP server, can be sent again by hand")
     before = {"state": digest.state, "attempts": digest.attempts, "error": digest.error}
     before.update(recipient=digest.recipient, day=digest.day.isoformat())
     digest.state, digest.attempts, digest.error = "pending", 0, None
@@ -361,6 +364,15 @@ async def send_digests(factory: Factory, run_id: int, settings: Settings, day: d
     if settings.smtp_host is None:
         await finish_delivery(factory, run_id, "digest", outcomes, [], state="off")
         return outcomes
+    try:
+        await _send_day(factory, run_id, settings, day, outcomes)
+    except Exception as exc:  # the delivery says so (not "running" for ever); the job may retry
+        await finish_delivery(factory, run_id, "digest", outcomes, [f"{type(exc).__name__}: {exc}"], state="failed")
+        raise
+    return outcomes
+
+
+async def _send_day(factory: Factory, run_id: int, settings: Settings, day: dt.date, outcomes: Counter[str]) -> None:
     await prepare_digests(factory, run_id, day)
     async with session_scope(factory) as session:
         catalog = await load_catalog(session, settings.policy_dir)
@@ -380,4 +392,3 @@ async def send_digests(factory: Factory, run_id: int, settings: Settings, day: d
         for recipient, state, error in problems
     ]
     await finish_delivery(factory, run_id, "digest", outcomes, errors)
-    return outcomes

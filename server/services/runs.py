@@ -730,7 +730,7 @@ _BACKGROUND: set[asyncio.Task[Any]] = set()
 
 
 def run_in_background(
-    factory: Factory, request: RunRequest, then: Callable[[Run], Awaitable[None]] | None = None
+    factory: Factory, request: RunRequest, then: Callable[[Run], Awaitable[object]] | None = None
 ) -> None:
     """Start a run in this process without waiting for it (the console, in embedded mode);
     `then` follows a run that succeeded (its deliveries)."""

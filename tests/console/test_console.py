@@ -335,6 +335,10 @@ async def test_connectors_show_what_went_out_and_what_the_smtp_server_and_the_cr
         assert status["csms_without_user"] == ["carla.schmidt@demo.csm"]
         page = (await ops.get("/console/connectors")).text
         assert "ben.meyer@demo.csm: SMTPRecipientsRefused" in page
+        # Refused, and in one process nothing retries it: it is listed to send again by hand.
+        (refused_digest,) = status["digests_to_check"]
+        assert (refused_digest["recipient"], refused_digest["state"]) == ("ben.meyer@demo.csm", "failed")
+        assert f"/console/connectors/digests/{refused_digest['id']}/send" in page
         assert f"<code>{refused_company}</code>" in page and "OBJECT_NOT_FOUND" in page
         digest = (await ops.get("/api/console/digest?csm=ana.keller@demo.csm")).json()
         assert digest["subject"].startswith("Your tasks for") and digest["deltas"]["High"] is None  # no day before

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from connectors.demo import write_demo_snapshot
 from server.db.models import Account, Digest, RunDelivery, Task, TaskState, User
 from server.db.session import create_engine, session_factory, session_scope
+from server.services import digests
 from server.services.digests import (
     LINK_SALT,
     LISTED_TASKS,
@@ -255,6 +256,23 @@ async def test_customer_data_in_a_digest_is_escaped(
     # Escaped, and data is never read as a template ({{7*7}} stays as it is).
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;{{7*7}}" in html
     assert hostile in text  # plain text is not HTML: shown as it is
+
+
+async def test_digests_that_break_off_say_so_on_the_delivery_and_let_the_job_retry(
+    book: tuple[str, Path, int, dict[str, int]], factory: Any, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _folder, run_id, _ids = book
+
+    async def database_gone(*_args: Any) -> None:
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(digests, "prepare_digests", database_gone)
+    with pytest.raises(ConnectionError):
+        await send_digests(factory, run_id, settings(url, mailbox), AS_OF)
+    async with session_scope(factory) as session:
+        delivery = await session.get(RunDelivery, (run_id, "digest"))
+        assert delivery is not None
+        assert (delivery.state, delivery.errors) == ("failed", ["ConnectionError: the database went away"])
 
 
 async def test_without_an_smtp_server_nothing_is_sent_and_the_delivery_says_off(
