@@ -12,6 +12,8 @@ Each measured phase runs in its own process, so its peak memory (max RSS) is its
 3. re-run: the same snapshot and policies again (`--force`): must write zero task rows;
    then store: what the run stored, copied by SQLite alone into an empty database with the
    same schema (`INSERT ... SELECT`, no Python per row): the floor of storing it;
+   then native (when DuckDB is installed, as by scripts/setup): the floor of a columnar design
+   (bench/native_floor.py);
 4. workers (when PostgreSQL and Redis answer): the run on PostgreSQL with 1 and with 2 arq workers,
    the reading split into one part per worker (`--workers-only 2,4` measures only these, for
    snapshots too big for the rest).
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib.util
 import json
 import os
 import resource
@@ -146,6 +149,10 @@ def phase_store(database_file: Path) -> dict[str, Any]:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{copy}{suffix}").unlink(missing_ok=True)
     return {"seconds": seconds, "megabytes": megabytes, "peak_mb": peak_rss_mb()}
+
+
+def duckdb_installed() -> bool:
+    return importlib.util.find_spec("duckdb") is not None
 
 
 def child(phase: str, **options: str) -> dict[str, Any]:
@@ -298,6 +305,11 @@ def main() -> None:
     if args.phase == "run":
         print(json.dumps(phase_run(Path(args.snapshot), args.database, args.force == "yes")))
         return
+    if args.phase == "native":
+        from bench.native_floor import phase_native
+
+        print(json.dumps({**phase_native(Path(args.snapshot), Path(args.database), AS_OF), "peak_mb": peak_rss_mb()}))
+        return
 
     from rich.console import Console
     from rich.table import Table
@@ -327,6 +339,7 @@ def main() -> None:
     run = child("run", snapshot=str(snapshot), database=database, force="no")
     rerun = child("run", snapshot=str(snapshot), database=database, force="yes")
     store = child("store", database=str(database_file))
+    native = child("native", snapshot=str(snapshot), database=str(OUT / "native.db")) if duckdb_installed() else None
     workers = [] if args.skip_workers else [w for w in (workers_phase(snapshot, 1), workers_phase(snapshot, 2)) if w]
 
     ratio = run["seconds"] / decode["seconds"]
@@ -366,6 +379,18 @@ def main() -> None:
         "",
         f"{store['seconds'] / decode['seconds']:.1f}x decode: {store['megabytes']:,.0f} MB written, no Python per row",
     )
+    if native:
+        table.add_row(
+            "native floor (bench/native_floor.py)",
+            f"{native['seconds']:.1f}",
+            f"{decode['rows'] / native['seconds']:,.0f}",
+            f"{native['peak_mb']:,.0f} MB",
+            f"{native['seconds'] / decode['seconds']:.1f}x decode: DuckDB reading, no customer evaluated yet",
+        )
+        for step, seconds in native["steps"].items():
+            table.add_row(f"  {step}", f"{seconds:.1f}", "", "", "")
+    else:
+        table.add_row("native floor", "", "", "", 'not measured: pip install -e ".[bench]" (DuckDB)')
     table.add_row(
         "re-run, nothing changed",
         f"{rerun['seconds']:.1f}",
@@ -390,6 +415,7 @@ def main() -> None:
                 "run": run,
                 "rerun": rerun,
                 "store": store,
+                "native": native,
                 "workers": workers,
                 "ratio": ratio,
             },

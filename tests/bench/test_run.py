@@ -6,9 +6,12 @@ each one runs on a demo snapshot of a few customers and its figures are checked 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+from bench.native_floor import SMALL_ENTITIES, phase_native
 from bench.run import AS_OF, peak_rss_mb, peak_rss_of, phase_decode, phase_fold, phase_run, phase_store
 from connectors.demo import write_demo_snapshot
 
@@ -39,3 +42,23 @@ def test_the_run_benchmark_phases_measure_a_small_snapshot(tmp_path: Path) -> No
 def test_a_worker_process_peak_memory_is_read_from_proc() -> None:
     assert 0.5 * peak_rss_mb() <= peak_rss_of(os.getpid()) <= 2 * peak_rss_mb()
     assert peak_rss_of(2**31 - 1) == 0.0  # no such process
+
+
+def test_the_native_floor_stores_what_a_run_stores_of_the_files(tmp_path: Path) -> None:
+    snapshot = tmp_path / "snapshot"
+    write_demo_snapshot(snapshot, accounts=40, seed=3, as_of=AS_OF, days=14)
+    native = phase_native(snapshot, tmp_path / "native.db", AS_OF)
+
+    assert native["accounts"] == 40
+    assert native["refused"] == 0  # the demo's rows are all good
+
+    def rows(entity: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (snapshot / f"{entity}.jsonl").read_text().splitlines()]
+
+    usage_series = {(row["account_id"], row["product"]) for row in rows("usage")}
+    assert native["series"] == len(usage_series) + len({row["account_id"] for row in rows("activity")})
+    records = {(row["account_id"], entity) for entity in SMALL_ENTITIES for row in rows(entity)}
+    assert native["records"] == len(records) > 0
+    assert set(native["steps"]) == {"load", "check", "aggregate", "series", "records", "store"}
+    assert native["megabytes"] > 0
+    assert not list(tmp_path.glob("native.db*"))  # measured, then removed
