@@ -8,6 +8,8 @@ mounts the route handlers of each part.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from server.api import ROUTES as API_ROUTES
 from server.db.session import create_engine, session_factory
 from server.errors import AppError
 from server.portal import ROUTES as PORTAL_ROUTES
+from server.services.security_emails import run_security_email_sender
 from server.services.twofactor import SeedBox
 from server.settings import Settings
 from server.web.access import PUBLIC
@@ -191,13 +194,23 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
         *(route_handlers or []),
     ]
 
+    async def start_security_emails(app: Litestar) -> None:
+        if settings.smtp_host:  # without SMTP the events stay in the audit log only
+            app.state.security_email_sender = asyncio.create_task(run_security_email_sender(factory, settings))
+
     async def dispose(app: Litestar) -> None:
+        sender = app.state.get("security_email_sender")
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
         await engine.dispose()
 
     return Litestar(
         route_handlers=handlers,
         plugins=[SQLAlchemyPlugin(config=alchemy), HTMXPlugin()],
         on_app_init=[auth.on_app_init],
+        on_startup=[start_security_emails],
         on_shutdown=[dispose],
         stores=stores,
         csrf_config=csrf,

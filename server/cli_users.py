@@ -116,7 +116,7 @@ def register_user_commands(users: click.Group) -> None:
     @click.option("--name", default="", help="Display name.")
     def users_invite(email: str, role: str, name: str) -> None:
         """Create a user without a password and print a one-time set-password link (72 hours)."""
-        from server.web.login import set_password_link
+        from server.services.users import set_password_link
 
         async def work(session: AsyncSession, settings: Settings) -> str:
             user = await invite_user(session, email, role, name, CLI)
@@ -130,7 +130,7 @@ def register_user_commands(users: click.Group) -> None:
     @click.argument("email")
     def users_password_link(email: str) -> None:
         """Print a new one-time set-password link for EMAIL (earlier links stop working; sessions end)."""
-        from server.web.login import set_password_link
+        from server.services.users import set_password_link
 
         async def work(session: AsyncSession, settings: Settings) -> str:
             user = await _user(session, email)

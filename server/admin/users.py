@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.errors import Conflict
 from server.services.audit import record_as
+from server.services.security_emails import EMAILED, recent_security_emails
 from server.services.security_settings import (
     TwoFactorRequirement,
     set_two_factor_requirement,
@@ -28,11 +29,11 @@ from server.services.users import (
     list_users,
     reset_two_factor,
     set_active,
+    set_password_link,
 )
 from server.settings import Settings
 from server.web.access import Capability, Role, reject_protected_fields, requires
 from server.web.context import signed_in_record, signed_in_user, who
-from server.web.login import set_password_link
 from server.web.reauth import require_recent_reauth
 
 MANAGE_USERS = [requires(Capability.MANAGE_USERS)]
@@ -50,6 +51,17 @@ class InviteForm(Struct):
     email: str = ""
     name: str = ""
     role: str = "viewer"
+    send_email: str = ""  # "yes": the link goes out by email instead of being shown
+
+
+class LinkForm(Struct):
+    send_email: str = ""
+
+
+def _by_email(request: Request[Any, Any, Any], asked: str) -> bool:
+    """Whether a set-password link goes by email: asked for, and SMTP configured."""
+    settings: Settings = request.app.state.settings
+    return asked == "yes" and bool(settings.smtp_host)
 
 
 class RoleForm(Struct):
@@ -77,6 +89,9 @@ async def users_page(
             "requirement": requirement,
             "me": _actor_id(request),
             "notice": MESSAGES.get(ok),
+            "by_email": bool(request.app.state.settings.smtp_host),
+            "security_emails": await recent_security_emails(db_session),
+            "email_subjects": {action: kind.subject for action, kind in EMAILED.items()},
         },
     )
 
@@ -89,27 +104,39 @@ async def invite(
 ) -> Template:
     require_recent_reauth(request)
     reject_protected_fields(await request.form(), {"email", "role"})
-    user = await invite_user(db_session, data.email, data.role, data.name, who(request))
-    settings: Settings = request.app.state.settings
-    link = set_password_link(settings, user)
+    emailed = _by_email(request, data.send_email)
+    user = await invite_user(db_session, data.email, data.role, data.name, who(request), emailed=emailed)
+    link = None if emailed else set_password_link(request.app.state.settings, user)
     await db_session.commit()
-    return Template("admin/link.html", context={"account": user, "link": link, "invited": True})
+    return Template("admin/link.html", context={"account": user, "link": link, "invited": True, "emailed": emailed})
 
 
 @post("/admin/users/{user_id:int}/password-link", guards=MANAGE_USERS, status_code=200)
 async def password_link(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], user_id: FromPath[int]
+    request: Request[Any, Any, Any],
+    db_session: NamedDependency[AsyncSession],
+    user_id: FromPath[int],
+    data: URLEncodedBody[LinkForm],
 ) -> Template:
-    """A new set-password link (a forgotten password): earlier links stop working, sessions end."""
+    """A new set-password link (a forgotten password): earlier links stop working, sessions end.
+    Shown to the admin, or emailed to the user by the security-email sender."""
     require_recent_reauth(request)
     user = await get_user(db_session, user_id)
     if not user.active:
         raise Conflict("activate the user first")
+    emailed = _by_email(request, data.send_email)
     await end_sessions(db_session, user)
-    await record_as(db_session, who(request), "user.password_link_issued", object_type="user", object_id=user.email)
-    link = set_password_link(request.app.state.settings, user)
+    await record_as(
+        db_session,
+        who(request),
+        "user.password_link_issued",
+        object_type="user",
+        object_id=user.email,
+        detail={"emailed": emailed},
+    )
+    link = None if emailed else set_password_link(request.app.state.settings, user)
     await db_session.commit()
-    return Template("admin/link.html", context={"account": user, "link": link, "invited": False})
+    return Template("admin/link.html", context={"account": user, "link": link, "invited": False, "emailed": emailed})
 
 
 @post("/admin/users/{user_id:int}/role", guards=MANAGE_USERS, status_code=303)

@@ -483,3 +483,18 @@ class CrmPush(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row, since the last accepted push
     error: Mapped[str | None] = mapped_column(Text)
     failed_at: Mapped[dt.datetime | None]
+
+
+class SecurityEmail(Base):
+    """An email sent for a security event of the audit log (a reused code, a reset two-factor, a
+    set-password link asked for...): the event is the outbox, this row makes it go out once."""
+
+    __tablename__ = "security_email"
+    audit_event_id: Mapped[int] = mapped_column(ForeignKey("audit_event.id"), primary_key=True)
+    recipient: Mapped[str] = mapped_column(EMAIL)
+    action: Mapped[str] = mapped_column(String(60))
+    state: Mapped[str] = mapped_column(String(20), default="sending")  # sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    sent_at: Mapped[dt.datetime | None]

@@ -18,19 +18,14 @@ Following one leads to the customer's tab, through the sign-in page when there i
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 from collections import Counter
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiosmtplib
-import css_inline
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -39,6 +34,7 @@ from server.db.models import Account, Digest, User
 from server.db.session import session_scope
 from server.db.upsert import upsert
 from server.errors import Conflict
+from server.services import mail
 from server.services.catalog import Catalog, load_catalog
 from server.services.deliveries import finish_delivery, start_delivery
 from server.services.preferences import digest_turned_off
@@ -46,7 +42,6 @@ from server.services.tasks import TaskQuery, counters, list_tasks
 from server.settings import Settings
 from server.web.access import CurrentUser, Role
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "email"
 LINK_SALT = "digest-link"
 LISTED_TASKS = 50  # the rest are a click away on the dashboard
 MAX_ATTEMPTS = 3  # per digest, over the job's retries
@@ -183,59 +178,13 @@ def _first_reason(reasons: Any) -> str:
     return ""
 
 
-@cache
-def _templates(html: bool) -> Environment:
-    # Autoescaped HTML: customer names and task texts come from the CRM and the policies. The
-    # HTML drops the blank lines its tags leave (a long digest stays under mail clients' size
-    # limits: Gmail clips an HTML part over 102 KB); the plain text keeps its lines as written.
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]),
-        keep_trailing_newline=True,
-        trim_blocks=html,
-        lstrip_blocks=html,
-    )
-
-
-@cache
-def _inliner() -> css_inline.CSSInliner:
-    # Mail clients drop <style>; no remote stylesheets are ever fetched.
-    return css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
-
-
 def render(content: DigestContent) -> tuple[str, str]:
     """The digest as plain text and as HTML with its styles inlined."""
-    text = _templates(html=False).get_template("digest.txt").render(digest=content)
-    html = _templates(html=True).get_template("digest.html").render(digest=content)
-    return text, _inliner().inline(html)
+    return mail.render("digest", digest=content)
 
 
 def email_message(content: DigestContent, settings: Settings, message_id: str) -> EmailMessage:
-    text, html = render(content)
-    message = EmailMessage()
-    message["From"] = settings.mail_from
-    message["To"] = content.recipient
-    message["Subject"] = content.subject
-    message["Date"] = email.utils.format_datetime(utcnow())
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"  # no out-of-office replies to a robot
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
-    return message
-
-
-async def send_email(message: EmailMessage, settings: Settings) -> None:
-    assert settings.smtp_host is not None
-    await aiosmtplib.send(
-        message,
-        hostname=settings.smtp_host,
-        port=settings.smtp_port,
-        username=settings.smtp_username,
-        password=settings.smtp_password,
-        use_tls=settings.smtp_security == "tls",
-        start_tls=settings.smtp_security == "starttls",
-        timeout=30,
-    )
+    return mail.email_message(settings, content.recipient, content.subject, *render(content), message_id)
 
 
 # ── sending, once ───────────────────────────────────────────────────────────────────────
@@ -289,17 +238,6 @@ def _message_id(settings: Settings, digest_id: int, day: dt.date) -> str:
     return f"<digest.{day.isoformat()}.{digest_id}@{domain}>"
 
 
-# The SMTP server said no, or could not be reached: it did not take the message, so another
-# attempt cannot double it. Anything else (the connection dropped, no answer in time) may have
-# come after the server took it: that digest is left to a person.
-NOT_TAKEN = (
-    aiosmtplib.SMTPResponseException,
-    aiosmtplib.SMTPRecipientsRefused,
-    aiosmtplib.SMTPConnectError,
-    aiosmtplib.SMTPNotSupported,
-)
-
-
 async def send_digest(factory: Factory, digest_id: int, settings: Settings, catalog: Catalog) -> str:
     """Send one outbox row unless it is sent, being sent, or out of attempts. Returns the outcome:
     sent, skipped, failed (worth another attempt) or unconfirmed (left to a person)."""
@@ -316,8 +254,8 @@ async def send_digest(factory: Factory, digest_id: int, settings: Settings, cata
         return "skipped"  # another job took it meanwhile
     message_id = _message_id(settings, digest_id, content.day)
     try:
-        await send_email(email_message(content, settings, message_id), settings)
-    except NOT_TAKEN as exc:
+        await mail.send_email(email_message(content, settings, message_id), settings)
+    except mail.NOT_TAKEN as exc:
         await _set_digest(factory, digest_id, state="failed", error=f"{type(exc).__name__}: {exc}"[:500])
         return "failed"
     except (aiosmtplib.SMTPException, OSError) as exc:

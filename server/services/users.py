@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +21,7 @@ from server.db.models import User
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.services import twofactor
 from server.services.audit import Who, record_as
+from server.settings import Settings
 from server.web.access import Role
 from server.web.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, verify_password
 
@@ -194,8 +196,9 @@ async def create_user(
     return user
 
 
-async def invite_user(session: AsyncSession, email: str, role: str, name: str, who: Who) -> User:
-    """A user without a password yet: they choose one through a set-password link."""
+async def invite_user(session: AsyncSession, email: str, role: str, name: str, who: Who, emailed: bool = False) -> User:
+    """A user without a password yet: they choose one through a set-password link (`emailed`: the
+    security-email sender mails it to them)."""
     email, role_value = await _new_user(session, email, role, name)
     user = User(email=email, role=role_value.value, name=name.strip(), password_hash=None)
     session.add(user)
@@ -207,6 +210,7 @@ async def invite_user(session: AsyncSession, email: str, role: str, name: str, w
         object_type="user",
         object_id=email,
         after={"email": email, "role": role_value.value, "name": user.name},
+        detail={"emailed": emailed},
     )
     return user
 
@@ -306,3 +310,34 @@ async def reset_two_factor(session: AsyncSession, user: User, who: Who) -> None:
         before={"totp_enabled": was},
         after={"totp_enabled": False},
     )
+
+
+# ── set-password links (invitations, resets by an admin, forgotten passwords) ───────────
+
+SET_PASSWORD_SALT = "csm-set-password"  # noqa: S105 - a signing purpose, not a password
+SET_PASSWORD_MAX_AGE = 72 * 3600
+
+
+def _set_password_signer(settings: Settings) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(settings.secret(), salt=SET_PASSWORD_SALT)
+
+
+def set_password_link(settings: Settings, user: User) -> str:
+    """A one-time, expiring link to choose a password: bound to the user's current password and
+    session epoch, so it stops working once used, when another link is issued, or on deactivation."""
+    token = _set_password_signer(settings).dumps({"u": user.id, "f": password_fingerprint(user)})
+    return f"{settings.base_url.rstrip('/')}/login/invite/{token}"
+
+
+async def user_of_set_password_link(session: AsyncSession, settings: Settings, token: str) -> User | None:
+    """The active user a set-password link is for, or None: forged, expired, used or superseded."""
+    try:
+        payload = _set_password_signer(settings).loads(token, max_age=SET_PASSWORD_MAX_AGE)
+    except (SignatureExpired, BadSignature):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    user = await session.get(User, payload.get("u"))
+    if user is None or not user.active or payload.get("f") != password_fingerprint(user):
+        return None
+    return user

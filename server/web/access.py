@@ -89,6 +89,7 @@ PUBLIC_ROUTES = frozenset(
         "/login/recovery",
         "/login/enrol",
         "/login/invite/{token:str}",
+        "/login/reset",  # a forgotten password: emails a set-password link, says the same for any address
         "/go/{token:str}",  # a digest's deep link: checks its signature, then the page asks for a session
         "/logout",
         "/healthz",

@@ -36,6 +36,9 @@ CODE_ACCOUNT = Limit("code-account", 5, 5 * 60)
 CODE_ADDRESS = Limit("code-address", 20, 5 * 60)
 RECOVERY_ACCOUNT = Limit("recovery-account", 5, 15 * 60)
 RECOVERY_ADDRESS = Limit("recovery-address", 20, 15 * 60)
+# Every request for a set-password link counts: each sends an email.
+RESET_ACCOUNT = Limit("reset-account", 3, 60 * 60)
+RESET_ADDRESS = Limit("reset-address", 20, 60 * 60)
 
 _REDIS_HIT = """
 local n = redis.call('INCR', KEYS[1])

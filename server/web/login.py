@@ -22,7 +22,6 @@ import secrets
 import time
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, URLEncodedBody
@@ -37,7 +36,7 @@ from server.errors import InvalidInput
 from server.services import twofactor
 from server.services.audit import record_as
 from server.services.security_settings import two_factor_requirement
-from server.services.users import EMAIL, find_by_email, password_fingerprint, set_password
+from server.services.users import EMAIL, find_by_email, set_password, user_of_set_password_link
 from server.settings import Settings
 from server.web import clock
 from server.web.access import PUBLIC
@@ -74,13 +73,13 @@ from server.web.limits import (
     LOGIN_ADDRESS,
     RECOVERY_ACCOUNT,
     RECOVERY_ADDRESS,
+    RESET_ACCOUNT,
+    RESET_ADDRESS,
     Limit,
 )
 from server.web.sessions import DatabaseStore, SessionIndex, rotate_session, session_store
 
 WRONG_CREDENTIALS = "The email or the password is not right."
-INVITE_SALT = "csm-set-password"
-INVITE_MAX_AGE = 72 * 3600
 MESSAGES = {
     "password-set": "Your password is set. Sign in with it.",
     "signed-out": "You are signed out of every session.",
@@ -109,10 +108,10 @@ def session_index(request: Request[Any, Any, Any]) -> SessionIndex:
 
 
 def too_many(
-    request: Request[Any, Any, Any], template: str, context: dict[str, Any], wait: int
+    request: Request[Any, Any, Any], template: str, context: dict[str, Any], wait: int, what: str = "failed attempts"
 ) -> Response[Any] | Template:
     """The answer to an attempt past a limit: 429 with "try again in N s" (JSON for API clients)."""
-    message = f"Too many failed attempts. Try again in {wait} s."
+    message = f"Too many {what}. Try again in {wait} s."
     headers = {"Retry-After": str(wait)}
     if wants_json(request):
         return Response({"status": 429, "detail": message, "retry_after": wait}, status_code=429, headers=headers)
@@ -450,34 +449,13 @@ async def enrol(
     return Template("security/recovery_codes.html", context={"codes": codes, "next": target, "first": True})
 
 
-# ── set-password links (invitations and resets issued by an admin) ──────────────────────
-
-
-def _serializer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.secret(), salt=INVITE_SALT)
-
-
-def set_password_link(settings: Settings, user: User) -> str:
-    """A one-time, expiring link to choose a password: bound to the user's current password and
-    session epoch, so it stops working once used, when another link is issued, or on deactivation."""
-    token = _serializer(settings).dumps({"u": user.id, "f": password_fingerprint(user)})
-    return f"{settings.base_url.rstrip('/')}/login/invite/{token}"
+# ── set-password links (invitations, resets by an admin, forgotten passwords) ──────────────────────
 
 
 async def _invited(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], token: str
 ) -> User | None:
-    settings: Settings = request.app.state.settings
-    try:
-        payload = _serializer(settings).loads(token, max_age=INVITE_MAX_AGE)
-    except (SignatureExpired, BadSignature):
-        return None
-    if not isinstance(payload, dict):
-        return None
-    user = await db_session.get(User, payload.get("u"))
-    if user is None or not user.active or payload.get("f") != password_fingerprint(user):
-        return None
-    return user
+    return await user_of_set_password_link(db_session, request.app.state.settings, token)
 
 
 class LinkTokenRedaction(logging.Filter):
@@ -532,6 +510,54 @@ async def invite(
     return Redirect("/login?ok=password-set", status_code=303)
 
 
+class ResetForm(Struct):
+    email: str = ""
+
+
+def _reset_context(request: Request[Any, Any, Any], **values: Any) -> dict[str, Any]:
+    settings: Settings = request.app.state.settings
+    return {"email": "", "error": None, "sent": False, "by_email": bool(settings.smtp_host), **values}
+
+
+@get("/login/reset", opt=PUBLIC)
+async def reset_page(request: Request[Any, Any, Any]) -> Template:
+    return Template("security/reset_request.html", context=_reset_context(request))
+
+
+@post("/login/reset", opt=PUBLIC, status_code=200)
+async def reset_request(
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], data: URLEncodedBody[ResetForm]
+) -> Response[Any] | Template:
+    """A forgotten password: a set-password link by email. The answer is the same whether the
+    address has an account or not; the link only lets them choose a password, and signing in
+    still asks for their second factor."""
+    email = _email_for_audit(data.email)
+    if not request.app.state.settings.smtp_host:
+        return Template("security/reset_request.html", context=_reset_context(request), status_code=409)
+    if email is None:
+        context = _reset_context(request, email=data.email[:320], error="Enter the email address you sign in with.")
+        return Template("security/reset_request.html", context=context, status_code=400)
+    pairs = ((RESET_ACCOUNT, email.lower()), (RESET_ADDRESS, client_address(request)))
+    wait = await throttle(request).retry_after(*pairs)
+    if wait:
+        context = _reset_context(request, email=email)
+        return too_many(request, "security/reset_request.html", context, wait, "requests for a link")
+    user = await find_by_email(db_session, email)
+    known = user.email if user is not None and user.active else None
+    await release(db_session)
+    # The web server's security-email sender mails the link (services/security_emails.py).
+    await audit_now(
+        request,
+        "auth.password_reset_requested",
+        None,
+        outcome="ok" if known else "unknown",
+        object_type="user",
+        object_id=known or email,
+    )
+    await count_failure(request, None, pairs, email)
+    return Template("security/reset_request.html", context=_reset_context(request, email=email, sent=True))
+
+
 # ── signing out ─────────────────────────────────────────────────────────────────────────
 
 
@@ -566,5 +592,7 @@ ROUTES = [
     enrol,
     invite_page,
     invite,
+    reset_page,
+    reset_request,
     logout,
 ]

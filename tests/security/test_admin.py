@@ -13,8 +13,7 @@ from server.app import create_app
 from server.db.models import User
 from server.errors import Conflict
 from server.services.audit import CLI
-from server.services.users import change_role, set_active
-from server.web.login import INVITE_SALT
+from server.services.users import SET_PASSWORD_SALT, change_role, set_active
 from tests.security.helpers import (
     PASSWORD,
     SECRET_KEY,
@@ -79,7 +78,7 @@ async def test_set_password_links_expire_and_cannot_be_forged(
         assert first and second
         assert (await Browser(client).get(first[1])).status_code == 404  # replaced by the newer one
         assert (await Browser(client).get(second[1])).status_code == 200
-        forged = URLSafeTimedSerializer("not-the-secret", salt=INVITE_SALT).dumps({"u": csm_id, "f": "x"})
+        forged = URLSafeTimedSerializer("not-the-secret", salt=SET_PASSWORD_SALT).dumps({"u": csm_id, "f": "x"})
         assert (await Browser(client).get(f"/login/invite/{forged}")).status_code == 404
         tampered = second[1][:-3] + ("AAA" if not second[1].endswith("AAA") else "BBB")
         assert (await Browser(client).get(tampered)).status_code == 404
