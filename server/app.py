@@ -9,7 +9,6 @@ mounts the route handlers of each part.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,8 @@ from server.web.sessions import DatabaseStore, RotatingSessionBackend, RotatingS
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("csm.app")
+SHUTDOWN_WAIT = 35.0  # seconds for the security-email sender to finish its email (SMTP times out at 30)
 NODE_MODULES = ROOT / "node_modules"
 # Front-end libraries from npm (package.json), served by the app itself: no CDN.
 VENDOR = {
@@ -194,16 +195,24 @@ def create_app(settings: Settings | None = None, *, route_handlers: list[Any] | 
         *(route_handlers or []),
     ]
 
+    stop_sending = asyncio.Event()
+
     async def start_security_emails(app: Litestar) -> None:
         if settings.smtp_host:  # without SMTP the events stay in the audit log only
-            app.state.security_email_sender = asyncio.create_task(run_security_email_sender(factory, settings))
+            app.state.security_email_sender = asyncio.create_task(
+                run_security_email_sender(factory, settings, stop_sending)
+            )
 
     async def dispose(app: Litestar) -> None:
         sender = app.state.get("security_email_sender")
         if sender is not None:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            stop_sending.set()  # the email in hand is finished, then the sender returns
+            try:
+                await asyncio.wait_for(sender, SHUTDOWN_WAIT)
+            except TimeoutError:
+                log.warning(
+                    "security emails: the sender did not stop in %s s; an email may be left unconfirmed", SHUTDOWN_WAIT
+                )
         await engine.dispose()
 
     return Litestar(

@@ -498,3 +498,15 @@ class SecurityEmail(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     sent_at: Mapped[dt.datetime | None]
+
+
+class KnownDevice(Base):
+    """A browser a user signed in from (by the hash of its `csm_device` cookie): a sign-in from
+    any other is a new device, which the user is emailed about."""
+
+    __tablename__ = "known_device"
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), primary_key=True)
+    device_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -38,6 +38,7 @@ ACTIONS: dict[str, str] = {
     "auth.2fa_failed": "a wrong two-factor code",
     "auth.totp_replay": "a two-factor code that was already used (refused)",
     "auth.recovery_code_used": "signed in with a recovery code",
+    "auth.new_device": "signed in from a browser the user had not signed in from before (they are emailed)",
     "auth.password_reset_requested": "a set-password link asked for on the sign-in page (unknown: no such user)",
     "auth.recovery_code_failed": "a wrong recovery code",
     "auth.lockout": "too many failed attempts: further attempts refused for a while",

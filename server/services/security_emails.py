@@ -16,6 +16,7 @@ every few seconds while SMTP is configured (`run_security_email_sender`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections import Counter
@@ -59,6 +60,11 @@ EMAILED: dict[str, SecurityEmailKind] = {
         "Someone signed in with your password and then entered a two-factor code that had already been used."
         " The code was refused.",
         "If this was not you, your password is known to someone else: change it now and tell your administrator.",
+    ),
+    "auth.new_device": SecurityEmailKind(
+        "New sign-in to your account",
+        "Your account was signed in to from a browser it had not been signed in from before.",
+        NOT_YOU,
     ),
     "auth.recovery_code_used": SecurityEmailKind(
         "A recovery code was used to sign in",
@@ -205,8 +211,11 @@ async def send_security_email(factory: Factory, settings: Settings, event: Audit
     return "sent"
 
 
-async def send_security_emails(factory: Factory, settings: Settings, now: dt.datetime | None = None) -> Counter[str]:
-    """Email every recent security event not emailed yet (and retry refused ones). Idempotent."""
+async def send_security_emails(
+    factory: Factory, settings: Settings, now: dt.datetime | None = None, stop: asyncio.Event | None = None
+) -> Counter[str]:
+    """Email every recent security event not emailed yet (and retry refused ones), until `stop` is
+    set. Idempotent."""
     outcomes: Counter[str] = Counter()
     if not settings.smtp_host:
         return outcomes
@@ -225,6 +234,8 @@ async def send_security_emails(factory: Factory, settings: Settings, now: dt.dat
             )
         ).all()
     for event, state, attempts, first_tried in rows:
+        if stop is not None and stop.is_set():
+            break
         if state is not None and first_tried > now - attempts * RETRY_AFTER:
             continue  # refused lately: give the server time
         if state is None and not wants_email(event):
@@ -247,14 +258,15 @@ async def recent_security_emails(session: AsyncSession, limit: int = 20) -> list
     )
 
 
-async def run_security_email_sender(factory: Factory, settings: Settings) -> None:
-    """The web server's sender: looks every few seconds until cancelled; a failure is logged and the
-    next look tries again."""
-    while True:
+async def run_security_email_sender(factory: Factory, settings: Settings, stop: asyncio.Event) -> None:
+    """The web server's sender: looks every few seconds until `stop` is set, then returns after the
+    email in hand (a shutdown does not cut a send short). A failure is logged; the next look tries again."""
+    while not stop.is_set():
         try:
-            sent = await send_security_emails(factory, settings)
+            sent = await send_security_emails(factory, settings, stop=stop)
             if sent:
                 log.info("security emails: %s", dict(sent))
         except Exception:
             log.exception("security emails: sending failed; trying again")
-        await asyncio.sleep(SEND_EVERY)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SEND_EVERY)

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
@@ -35,6 +36,7 @@ from server.db.models import User
 from server.errors import InvalidInput
 from server.services import twofactor
 from server.services.audit import record_as
+from server.services.devices import DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, remember_device
 from server.services.security_settings import two_factor_requirement
 from server.services.users import EMAIL, find_by_email, set_password, user_of_set_password_link
 from server.settings import Settings
@@ -144,8 +146,9 @@ async def finish_sign_in(
     db_session: NamedDependency[AsyncSession],
     user: User,
     via: str,
-) -> None:
-    """All factors passed: audit, commit, then a new session id with the `full` stage."""
+) -> Cookie:
+    """All factors passed: audit, commit, then a new session id with the `full` stage. Returns the
+    browser's device cookie, for the answer to set."""
     global _last_cleanup  # a per-process "last swept" time
     user.last_login_at = utcnow()
     await record_as(
@@ -156,6 +159,12 @@ async def finish_sign_in(
         object_id=user.email,
         detail={"via": via},
     )
+    agent = request.headers.get("user-agent", "")
+    device, new = await remember_device(db_session, user, request.cookies.get(DEVICE_COOKIE), agent)
+    if new:  # the security-email sender tells the user
+        await record_as(
+            db_session, who(request, user.email), "auth.new_device", object_type="user", object_id=user.email
+        )
     await db_session.commit()  # before the session store writes: SQLite has a single writer
     new_id = await rotate_session(request, session_store(request), SESSION_KEY)
     data = new_session(user, FULL)
@@ -177,6 +186,15 @@ async def finish_sign_in(
             store = request.app.stores.get(name)
             if isinstance(store, DatabaseStore):
                 await store.delete_expired()
+    settings: Settings = request.app.state.settings
+    return Cookie(
+        key=DEVICE_COOKIE,
+        value=device,
+        max_age=DEVICE_COOKIE_SECONDS,
+        httponly=True,
+        secure=settings.secure_cookies,
+        samesite="lax",
+    )
 
 
 async def _pending(
@@ -266,8 +284,8 @@ async def login(
     requirement = await two_factor_requirement(db_session)
     if requirement.applies_to(candidate.role):
         return await _pending_step(request, db_session, candidate, PENDING_ENROL, target, "/login/enrol")
-    await finish_sign_in(request, db_session, candidate, "password")
-    return Redirect(target, status_code=303)
+    device = await finish_sign_in(request, db_session, candidate, "password")
+    return Redirect(target, status_code=303, cookies=[device])
 
 
 async def _pending_step(
@@ -332,9 +350,9 @@ async def second_factor(
         message = "That code was already used; wait for the next one." if replayed else "That code is not right."
         return Template("security/login_2fa.html", context={"error": message}, status_code=401)
     target = safe_next(request.session.get("next"))
-    await finish_sign_in(request, db_session, user, "totp")
+    device = await finish_sign_in(request, db_session, user, "totp")
     await throttle(request).reset(pairs[0])  # after the commit: SQLite has a single writer
-    return Redirect(target, status_code=303)
+    return Redirect(target, status_code=303, cookies=[device])
 
 
 @get("/login/recovery", opt=PUBLIC)
@@ -376,8 +394,9 @@ async def recovery(
         detail={"remaining": remaining},
     )
     target = safe_next(request.session.get("next"))
-    await finish_sign_in(request, db_session, user, "recovery code")
-    return Template("security/recovery_used.html", context={"remaining": remaining, "next": target})
+    device = await finish_sign_in(request, db_session, user, "recovery code")
+    context = {"remaining": remaining, "next": target}
+    return Template("security/recovery_used.html", context=context, cookies=[device])
 
 
 # ── enrolment at sign-in (two-factor required, not set up yet) ──────────────────────────
@@ -445,8 +464,9 @@ async def enrol(
         after={"totp_enabled": True},
     )
     target = safe_next(request.session.get("next"))
-    await finish_sign_in(request, db_session, user, "enrolment")
-    return Template("security/recovery_codes.html", context={"codes": codes, "next": target, "first": True})
+    device = await finish_sign_in(request, db_session, user, "enrolment")
+    context = {"codes": codes, "next": target, "first": True}
+    return Template("security/recovery_codes.html", context=context, cookies=[device])
 
 
 # ── set-password links (invitations, resets by an admin, forgotten passwords) ──────────────────────

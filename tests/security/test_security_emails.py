@@ -13,7 +13,7 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import select
 
-from server.db.models import SecurityEmail
+from server.db.models import KnownDevice, SecurityEmail
 from server.db.session import create_engine, session_factory, session_scope
 from server.services import security_emails
 from server.services.audit import CLI, record_as
@@ -100,6 +100,36 @@ async def test_a_reused_code_and_a_recovery_code_are_told_to_the_account_holder(
     async with database(database_url) as session:
         rows = list(await session.scalars(select(SecurityEmail).where(SecurityEmail.state == "sent")))
     assert {row.action for row in rows} == {"auth.totp_replay", "auth.recovery_code_used"}
+
+
+async def test_a_sign_in_from_a_new_browser_is_told_but_not_the_first_nor_a_known_one(
+    database_url: str, mailbox: Mailbox
+) -> None:
+    ids = await seed_users(database_url, ("csm@example.com", "csm"))
+    async with running(database_url, **mailbox.env()) as client:
+        laptop = Browser(client)
+        assert location(await laptop.login("csm@example.com")) == "/"  # the first browser ever: not told
+        device = laptop.cookies["csm_device"]
+        await laptop.post("/logout")
+        assert location(await laptop.login("csm@example.com")) == "/"  # known
+        assert laptop.cookies["csm_device"] == device
+
+        forged = Browser(client, cookies={"csm_device": "<script>"})
+        signed_in = await forged.post(
+            "/login", {"email": "csm@example.com", "password": PASSWORD}, headers={"user-agent": HOSTILE_AGENT}
+        )
+        assert location(signed_in) == "/"
+        assert forged.cookies["csm_device"] not in ("<script>", device)  # a malformed one is replaced
+        told = await delivered(mailbox, "csm@example.com", 1)
+        await asyncio.sleep(0.5)  # and nothing else comes
+    assert [message["Subject"] for message in mailbox.to("csm@example.com")] == ["New sign-in to your account"]
+    assert HOSTILE_AGENT in text_of(told[0]) and "&lt;img src=x onerror=alert(1)&gt;" in html_of(told[0])
+    async with database(database_url) as session:
+        hashes = set(
+            await session.scalars(select(KnownDevice.device_hash).where(KnownDevice.user_id == ids["csm@example.com"]))
+        )
+    assert len(hashes) == 2 and device not in hashes  # stored hashed
+    assert [event.object_id for event in await audit_events(database_url, "auth.new_device")] == ["csm@example.com"]
 
 
 async def test_a_forgotten_password_gets_a_link_by_email_which_does_not_bypass_two_factor(
