@@ -27,6 +27,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page
 from bench.demo_db import build
 from server.services.demo_history import DEMO_PASSWORD
 from tests.services import free_port, unavailable
+from tests.smtp import Mailbox, smtp_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-results" / "screenshots"
@@ -39,13 +40,21 @@ TIMEZONE = "Europe/Berlin"
 class DemoServer:
     url: str
     users: dict[str, str]
+    database_url: str
+    mailbox: Mailbox  # the server sends its emails here
 
     def csm(self, index: int = 0) -> str:
         return [email for email, role in self.users.items() if role == "csm"][index]
 
 
 @pytest.fixture(scope="session")
-def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
+def demo_mailbox() -> Iterator[Mailbox]:
+    with smtp_server() as mailbox:
+        yield mailbox
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory, demo_mailbox: Mailbox) -> Iterator[DemoServer]:
     if shutil.which("chromium") is None:
         unavailable("Debian's chromium is not installed", "apt-get install -y chromium")
     folder = tmp_path_factory.mktemp("browser-demo")
@@ -64,6 +73,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer
         "CSM_TIMEZONE": TIMEZONE,
         "CSM_BASE_URL": f"http://127.0.0.1:{port}",
         "PYTHONWARNINGS": "ignore",
+        **demo_mailbox.env(),
     }
     log = (folder / "server.log").open("w")
     process = subprocess.Popen(
@@ -98,7 +108,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer
                 log.flush()
                 raise RuntimeError(f"the server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
             time.sleep(0.2)
-        yield DemoServer(base, users)
+        yield DemoServer(base, users, f"sqlite+aiosqlite:///{database}", demo_mailbox)
     finally:
         process.terminate()
         try:
