@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, expect
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.audit import CLI
 from server.services.users import create_user
-from tests.browser.conftest import DemoServer, Problems
+from tests.browser.conftest import SCREENSHOTS, DemoServer, Problems
 
 pytestmark = pytest.mark.browser
 
@@ -47,6 +47,8 @@ def test_a_forgotten_password_is_replaced_through_the_emailed_link(chromium: Bro
         page.fill("#email", EMAIL)
         page.click("button[type=submit]")
         expect(page.locator("p.flash.ok")).to_contain_text(f"If {EMAIL} has an account, a link")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "forgot-password-sent.png"))
 
         deadline = time.monotonic() + 20  # the server's sender looks every 5 seconds
         while not demo_server.mailbox.to(EMAIL) and time.monotonic() < deadline:
