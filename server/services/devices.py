@@ -5,11 +5,12 @@ is their very first."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.base import utcnow
@@ -31,8 +32,13 @@ async def remember_device(session: AsyncSession, user: User, token: str | None, 
     if token is None or not _TOKEN.fullmatch(token):
         token = secrets.token_urlsafe(32)
     digest = _hash(token)
-    seen = set(await session.scalars(select(KnownDevice.device_hash).where(KnownDevice.user_id == user.id)))
     now = utcnow()
+    seen = set(await session.scalars(select(KnownDevice.device_hash).where(KnownDevice.user_id == user.id)))
+    # A browser unseen for longer than its cookie lives has forgotten the cookie: forget it too.
+    forgotten = now - dt.timedelta(seconds=DEVICE_COOKIE_SECONDS)
+    await session.execute(
+        delete(KnownDevice).where(KnownDevice.user_id == user.id, KnownDevice.last_seen_at < forgotten)
+    )
     row = {"user_id": user.id, "device_hash": digest, "user_agent": user_agent[:300] or None}
     await upsert(
         session,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import re
 import time
 from collections.abc import Iterator
@@ -13,10 +14,11 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import select
 
-from server.db.models import KnownDevice, SecurityEmail
+from server.db.models import KnownDevice, SecurityEmail, User
 from server.db.session import create_engine, session_factory, session_scope
 from server.services import security_emails
 from server.services.audit import CLI, record_as
+from server.services.devices import remember_device
 from server.services.security_emails import send_security_emails
 from tests.security.helpers import (
     PASSWORD,
@@ -311,3 +313,24 @@ async def test_two_senders_send_each_email_once_and_a_send_cut_short_is_not_repe
             ]
     finally:
         await engine.dispose()
+
+
+async def test_a_browser_unseen_for_longer_than_its_cookie_lives_is_forgotten(database_url: str) -> None:
+    ids = await seed_users(database_url, ("csm@example.com", "csm"))
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=401)
+    async with database(database_url) as session:
+        session.add(
+            KnownDevice(
+                user_id=ids["csm@example.com"], device_hash="0" * 64, first_seen_at=long_ago, last_seen_at=long_ago
+            )
+        )
+    async with database(database_url) as session:
+        user = await session.get(User, ids["csm@example.com"])
+        assert user is not None
+        token, new = await remember_device(session, user, None, "Firefox")
+    assert new  # the user had a browser before: this one is news
+    async with database(database_url) as session:
+        rows = list(await session.scalars(select(KnownDevice)))
+    assert [(row.device_hash, row.user_agent) for row in rows] == [
+        (hashlib.sha256(token.encode()).hexdigest(), "Firefox")
+    ]
