@@ -31,6 +31,7 @@ from server.services.digests import (
     as_recipient,
     build_digest,
     previous_counts,
+    record_sent_again,
     release_digest,
     render,
     send_digest,
@@ -238,6 +239,8 @@ async def send_digest_again(
     await db_session.commit()
     catalog = await load_catalog(db_session, settings.policy_dir)
     outcome = await send_digest(request.app.state.session_factory, digest_id, settings, catalog)
+    if outcome == "sent":
+        await record_sent_again(db_session, digest_id, before["state"])
     await record(
         db_session,
         "digest.sent_again",

@@ -30,13 +30,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.base import utcnow
-from server.db.models import Account, Digest, User
+from server.db.models import Account, Digest, RunDelivery, User
 from server.db.session import session_scope
 from server.db.upsert import upsert
 from server.errors import Conflict
 from server.services import mail
 from server.services.catalog import Catalog, load_catalog
-from server.services.deliveries import finish_delivery, start_delivery
+from server.services.deliveries import KEPT_ERRORS, finish_delivery, start_delivery
 from server.services.preferences import digest_turned_off
 from server.services.tasks import TaskQuery, counters, list_tasks
 from server.settings import Settings
@@ -318,15 +318,35 @@ async def _send_day(factory: Factory, run_id: int, settings: Settings, day: dt.d
     for digest_id in digest_ids:
         outcomes[await send_digest(factory, digest_id, settings, catalog)] += 1
     async with session_scope(factory) as session:
-        problems = (
-            await session.execute(
-                select(Digest.recipient, Digest.state, Digest.error).where(
-                    Digest.day == day, Digest.state.in_(("failed", "sending"))
-                )
-            )
-        ).all()
-    errors = [
+        errors = await _problems(session, day)
+    await finish_delivery(factory, run_id, "digest", outcomes, errors)
+
+
+async def _problems(session: AsyncSession, day: dt.date) -> list[str]:
+    """The day's digests a person should check, as the delivery record lists them."""
+    problems = await session.execute(
+        select(Digest.recipient, Digest.state, Digest.error).where(
+            Digest.day == day, Digest.state.in_(("failed", "sending"))
+        )
+    )
+    return [
         f"{recipient}: {error}" if state == "failed" else f"{recipient}: {CUT_SHORT}" + (f" ({error})" if error else "")
         for recipient, state, error in problems
     ]
-    await finish_delivery(factory, run_id, "digest", outcomes, errors)
+
+
+async def record_sent_again(session: AsyncSession, digest_id: int, was: str) -> None:
+    """A digest sent again by hand: its run's delivery record counts it sent instead of failed or
+    unconfirmed, and lists only what is still to check."""
+    digest = await session.get(Digest, digest_id)
+    assert digest is not None
+    delivery = await session.get(RunDelivery, (digest.run_id, "digest"))
+    if delivery is None or delivery.state not in ("partial", "done"):
+        return  # not finished (or it broke off): its own job writes it
+    counts = Counter(delivery.counts)
+    counts["failed" if was == "failed" else "unconfirmed"] -= 1
+    counts["sent"] += 1
+    errors = await _problems(session, digest.day)
+    delivery.counts = {name: max(0, count) for name, count in counts.items()}
+    delivery.errors = errors[:KEPT_ERRORS]
+    delivery.state = "partial" if errors else "done"

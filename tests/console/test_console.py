@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import func, select
 
 from connectors.demo import write_demo_snapshot
-from server.db.models import Account, AuditEvent, Digest, PolicyPublication, Run, RunPart, Task
+from server.db.models import Account, AuditEvent, Digest, PolicyPublication, Run, RunDelivery, RunPart, Task
 from server.db.session import create_engine, session_factory
 from server.services.after_run import deliver
+from server.services.digests import CUT_SHORT
 from server.services.runs import RunRequest, prepare_run, run_in_process
 from server.services.tasks import TaskStatus, change_state
 from server.web.access import CurrentUser, Role
@@ -359,6 +360,16 @@ async def test_ops_send_again_a_digest_that_was_cut_short_once_and_it_is_audited
         session.add(cut_short)
         await session.flush()
         digest_id = cut_short.id
+        session.add(  # what the run's digest job recorded
+            RunDelivery(
+                run_id=run_id,
+                kind="digest",
+                state="partial",
+                counts={"sent": 3, "unconfirmed": 1},
+                errors=[f"ana.keller@demo.csm: {CUT_SHORT}"],
+                started_at=dt.datetime.now(dt.UTC),
+            )
+        )
     with smtp_server() as mailbox:
         async with running(url, **env(folder), **mailbox.env()) as client:
             ops = Browser(client)
@@ -380,3 +391,6 @@ async def test_ops_send_again_a_digest_that_was_cut_short_once_and_it_is_audited
         assert digest is not None and (digest.state, digest.attempts) == ("sent", 1)
         event = await session.scalar(select(AuditEvent).where(AuditEvent.action == "digest.sent_again"))
         assert event is not None and event.actor == "ops@example.com" and event.before["state"] == "sending"
+        delivery = await session.get(RunDelivery, (run_id, "digest"))
+        assert delivery is not None
+        assert (delivery.state, delivery.counts, delivery.errors) == ("done", {"sent": 4, "unconfirmed": 0}, [])
