@@ -113,12 +113,15 @@ EMAILED: dict[str, SecurityEmailKind] = {
 ONLY_WHEN_ASKED = {"user.password_link_issued", "user.invited"}
 
 
-def wants_email(event: AuditEvent) -> bool:
-    """Whether this audit event is one a user is emailed about."""
-    kind = EMAILED.get(event.action)
-    if kind is None or event.object_type != "user" or event.outcome not in ("ok", "refused"):
-        return False
-    return event.action not in ONLY_WHEN_ASKED or bool((event.detail or {}).get("emailed"))
+def why_not_emailed(event: AuditEvent) -> str | None:
+    """Why a user is not emailed about this audit event, or None when they are."""
+    if event.action not in EMAILED or event.object_type != "user":
+        return "not an event users are emailed about"
+    if event.outcome not in ("ok", "refused"):
+        return f"not emailed: {event.outcome}"  # a link asked for an address with no active user
+    if event.action in ONLY_WHEN_ASKED and not (event.detail or {}).get("emailed"):
+        return "not emailed (an admin handed the link over)"
+    return None
 
 
 def render_security_email(event: AuditEvent, user: User, settings: Settings) -> tuple[str, str, str]:
@@ -238,8 +241,9 @@ async def send_security_emails(
             break
         if state is not None and first_tried > now - attempts * RETRY_AFTER:
             continue  # refused lately: give the server time
-        if state is None and not wants_email(event):
-            await _skip(factory, event, event.object_id or "", "not emailed (an admin handed the link over)")
+        why_not = why_not_emailed(event) if state is None else None
+        if why_not:
+            await _skip(factory, event, event.object_id or "", why_not)
             outcomes["not emailed"] += 1
             continue
         outcomes[await send_security_email(factory, settings, event, retry=state is not None)] += 1

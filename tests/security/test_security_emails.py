@@ -178,6 +178,9 @@ async def test_a_forgotten_password_gets_a_link_by_email_which_does_not_bypass_t
         assert [message["Subject"] for message in notices][1] == "Your password was set"
         assert (await stranger.post(link[1], {"password": PASSWORD, "confirm": PASSWORD})).status_code == 404
     assert mailbox.to("nobody@example.com") == []
+    async with database(database_url) as session:
+        not_sent = await session.scalar(select(SecurityEmail).where(SecurityEmail.recipient == "nobody@example.com"))
+    assert not_sent is not None and (not_sent.state, not_sent.error) == ("skipped", "not emailed: unknown")
     requests = await audit_events(database_url, "auth.password_reset_requested")
     assert [(event.object_id, event.outcome) for event in requests] == [
         ("csm@example.com", "ok"),
