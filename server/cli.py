@@ -29,6 +29,7 @@ from server.db.models import Run, RunDelivery
 from server.db.session import create_engine, session_factory, session_scope
 from server.services.after_run import deliver, succeeded_run
 from server.services.audit import CLI, record_as
+from server.services.crm import CrmSetupError, create_properties
 from server.services.demo_history import DEMO_PASSWORD, create_demo_users, run_demo_history, snapshot_folder
 from server.services.dry_run import dry_run_folder
 from server.services.exports import export_health, export_tasks
@@ -503,6 +504,23 @@ def deliver_command(run_id: int | None) -> None:
         sys.exit(1)
     out.print(f"run {chosen}")
     _print_deliveries(deliveries)
+
+
+@main.command("crm-setup")
+def crm_setup_command() -> None:
+    """Create in the CRM (HubSpot) the three company properties the CHI write-back fills, with the
+    names of CSM_CRM_PROPERTIES. Safe to run again: properties already there are left as they are."""
+    settings = _settings()
+    if settings.crm_url is None:
+        err.print("[red]CSM_CRM_URL is not set[/]: no CRM to set up")
+        sys.exit(1)
+    try:
+        outcomes = asyncio.run(create_properties(settings))
+    except CrmSetupError as exc:
+        err.print(f"[red]the CRM set-up failed[/]: {exc}")
+        sys.exit(1)
+    for name, outcome in outcomes:
+        out.print(f"{name}: {outcome}")
 
 
 if __name__ == "__main__":

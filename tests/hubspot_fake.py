@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 
 UPDATE_PATH = "/crm/v3/objects/companies/batch/update"
+PROPERTIES_PATH = "/crm/v3/properties/companies"
 MAX_INPUTS = 100
 
 
@@ -44,6 +45,8 @@ class FakeHubSpot:
     padding: int = 0  # bytes of filler in every answer (something other than HubSpot on the other end)
     received: list[Received] = field(default_factory=list)
     properties: dict[str, dict[str, str]] = field(default_factory=dict)  # company id -> what it holds
+    defined: dict[str, dict[str, Any]] = field(default_factory=dict)  # company property name -> definition
+    schema_scope: bool = True  # the token may create properties (crm.schemas.companies.write)
     url: str = ""  # set while served
 
     @property
@@ -75,6 +78,8 @@ class FakeHubSpot:
     def answer(
         self, method: str, path: str, authorization: str | None, raw: bytes
     ) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+        if (method, path) == ("POST", PROPERTIES_PATH):
+            return self.define(authorization, raw)
         if (method, path) != ("POST", UPDATE_PATH):
             return 404, error("NOT_FOUND", f"no route for {method} {path}"), []
         call = len(self.received) + 1
@@ -85,6 +90,32 @@ class FakeHubSpot:
         status, answer, extra = self.decide(call, authorization, body)
         self.received.append(Received(call, authorization, body, status))
         return status, answer, extra
+
+    def define(self, authorization: str | None, raw: bytes) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+        """A new company property (not counted among the batch calls)."""
+        if authorization != f"Bearer {self.token}":
+            return 401, error("INVALID_AUTHENTICATION", "Authentication credentials not found."), []
+        if not self.schema_scope:
+            message = "This app hasn't been granted all required scopes to make this call."
+            return (
+                403,
+                {
+                    **error("MISSING_SCOPES", message),
+                    "errors": [{"context": {"requiredGranularScopes": ["crm.schemas.companies.write"]}}],
+                },
+                [],
+            )
+        try:
+            definition = json.loads(raw)
+        except ValueError:
+            definition = None
+        required = ("name", "label", "type", "fieldType", "groupName")
+        if not isinstance(definition, dict) or any(not definition.get(key) for key in required):
+            return 400, error("VALIDATION_ERROR", f"a property needs {', '.join(required)}"), []
+        if definition["name"] in self.defined:
+            return 409, error("OBJECT_ALREADY_EXISTS", f"A property named '{definition['name']}' already exists."), []
+        self.defined[definition["name"]] = definition
+        return 201, {**definition, "createdAt": "2026-12-05T06:30:00.000Z", "hidden": False}, []
 
     def decide(
         self, call: int, authorization: str | None, body: dict[str, Any]

@@ -15,6 +15,7 @@ and the customers not accepted go out at the next run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -301,11 +302,15 @@ class _Push:
             )
 
     def clean(self, text: str) -> str:
-        """A message fit to store and show: one line, short, and never the token (a CRM may echo it)."""
-        if self.settings.crm_token:
-            text = text.replace(self.settings.crm_token, "[token]")
-        text = " ".join(text.split())
-        return text if len(text) <= MESSAGE_LENGTH else text[: MESSAGE_LENGTH - 1] + "…"
+        return scrubbed(text, self.settings.crm_token)
+
+
+def scrubbed(text: str, token: str | None) -> str:
+    """A message fit to store and show: one line, short, and never the token (a CRM may echo it)."""
+    if token:
+        text = text.replace(token, "[token]")
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_LENGTH else text[: MESSAGE_LENGTH - 1] + "…"
 
 
 class AnswerTooLarge(Exception):
@@ -365,3 +370,69 @@ def retry_after(response: Answer) -> float | None:
 def backoff(attempt: int) -> float:
     """Exponential back-off with jitter (so that several workers do not retry in step)."""
     return min(MAX_WAIT, 2.0**attempt) * (0.5 + random.random())  # noqa: S311 (jitter, not cryptography)
+
+
+# ── setting up the CRM: the three company properties the write-back fills ────────────────
+
+PROPERTIES_PATH = "/crm/v3/properties/companies"
+
+
+def property_definitions(settings: Settings) -> list[dict[str, str]]:
+    """HubSpot's definitions of the score, band and date properties, with the configured names."""
+    score, band, date = settings.crm_properties
+    group = "companyinformation"  # HubSpot's default group of company properties
+    return [
+        {
+            "name": score,
+            "label": "CSM health score",
+            "type": "number",
+            "fieldType": "number",
+            "groupName": group,
+            "description": "Customer Health Index (0-100) from CSM Portal",
+        },
+        {
+            "name": band,
+            "label": "CSM health band",
+            "type": "string",
+            "fieldType": "text",
+            "groupName": group,
+            "description": "Health band from CSM Portal",
+        },
+        {
+            "name": date,
+            "label": "CSM health date",
+            "type": "date",
+            "fieldType": "date",
+            "groupName": group,
+            "description": "Date of the snapshot the health was computed from",
+        },
+    ]
+
+
+class CrmSetupError(Exception):
+    """The CRM refused to create a property (the message says why, without the token)."""
+
+
+async def create_properties(settings: Settings, client: httpx.AsyncClient | None = None) -> list[tuple[str, str]]:
+    """Create the company properties the write-back fills, once: [(name, "created" or "already
+    there")]. Raises CrmSetupError on any other answer (a missing scope: 403) or none."""
+    assert settings.crm_url is not None, "CSM_CRM_URL is not set"
+    url = settings.crm_url.rstrip("/") + PROPERTIES_PATH
+    headers = {"Authorization": f"Bearer {settings.crm_token}"}
+    outcomes: list[tuple[str, str]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False))
+        for definition in property_definitions(settings):
+            try:
+                response = await post(client, url, definition, headers)
+            except (httpx.HTTPError, AnswerTooLarge) as exc:
+                raise CrmSetupError(scrubbed(f"creating {definition['name']}: {exc}", settings.crm_token)) from exc
+            if response.status_code in (200, 201):
+                outcomes.append((definition["name"], "created"))
+            elif response.status_code == 409:  # HubSpot: OBJECT_ALREADY_EXISTS
+                outcomes.append((definition["name"], "already there"))
+            else:
+                problem = described(response, json_object(response))
+                raise CrmSetupError(scrubbed(f"creating {definition['name']}: {problem}", settings.crm_token))
+    return outcomes
