@@ -194,10 +194,12 @@ async def test_asking_for_links_is_limited_per_address(database_url: str, mailbo
         browser = Browser(client)
         answers = [(await browser.post("/login/reset", {"email": "csm@example.com"})).status_code for _ in range(4)]
         assert answers == [200, 200, 200, 429]
-        assert (await browser.post("/login/reset", {"email": "not an address"})).status_code == 400
+        for hostile in ("not an address", "csm@example.com\r\nBcc: evil@example.com", "x" * 400 + "@example.com"):
+            assert (await browser.post("/login/reset", {"email": hostile})).status_code == 400
         assert len(await delivered(mailbox, "csm@example.com", 3)) == 3
         await asyncio.sleep(0.5)
     assert len(mailbox.to("csm@example.com")) == 3
+    assert [message["To"] for message in mailbox.messages] == ["csm@example.com"] * 3  # no Bcc smuggled in
 
 
 async def test_without_smtp_the_sign_in_page_says_to_ask_an_admin(database_url: str) -> None:
