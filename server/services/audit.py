@@ -60,6 +60,7 @@ ACTIONS: dict[str, str] = {
     "user.2fa_enabled": "a user turned on two-factor sign-in",
     "user.2fa_disabled": "a user turned off two-factor sign-in",
     "user.2fa_reset": "an admin removed a user's two-factor set-up",
+    "user.browsers_forgotten": "a user forgot the browsers they signed in from, but the one in use",
     "user.recovery_codes_regenerated": "a user made new recovery codes (the old ones stop working)",
     "settings.2fa_requirement_changed": "an admin changed who must use two-factor sign-in",
     "settings.2fa_seeds_resealed": "the two-factor seeds were sealed again under a new secret key",

@@ -22,7 +22,7 @@ DEVICE_COOKIE_SECONDS = 400 * 24 * 3600  # the longest browsers keep a cookie
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
-def _hash(token: str) -> str:
+def device_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -31,7 +31,7 @@ async def remember_device(session: AsyncSession, user: User, token: str | None, 
     whether this sign-in is from a new device worth telling the user about."""
     if token is None or not _TOKEN.fullmatch(token):
         token = secrets.token_urlsafe(32)
-    digest = _hash(token)
+    digest = device_hash(token)
     now = utcnow()
     seen = set(await session.scalars(select(KnownDevice.device_hash).where(KnownDevice.user_id == user.id)))
     # A browser unseen for longer than its cookie lives has forgotten the cookie: forget it too.
@@ -48,3 +48,19 @@ async def remember_device(session: AsyncSession, user: User, token: str | None, 
         ("user_agent", "last_seen_at"),
     )
     return token, bool(seen) and digest not in seen
+
+
+async def known_devices(session: AsyncSession, user_id: int) -> list[KnownDevice]:
+    """The browsers a user signed in from, the most recently seen first."""
+    statement = select(KnownDevice).where(KnownDevice.user_id == user_id).order_by(KnownDevice.last_seen_at.desc())
+    return list(await session.scalars(statement))
+
+
+async def forget_other_devices(session: AsyncSession, user_id: int, token: str | None) -> int:
+    """Forget every browser of the user but the one holding `token`: a sign-in from any of them is
+    news again. Returns how many were forgotten."""
+    keep = device_hash(token) if token else ""
+    forgotten = await session.execute(
+        delete(KnownDevice).where(KnownDevice.user_id == user_id, KnownDevice.device_hash != keep)
+    )
+    return int(forgotten.rowcount)  # type: ignore[attr-defined]

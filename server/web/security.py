@@ -24,6 +24,7 @@ from server.errors import Conflict, InvalidInput
 from server.portal.manage import SETTINGS_CONTEXT
 from server.services import twofactor
 from server.services.audit import record_as
+from server.services.devices import DEVICE_COOKIE, device_hash, forget_other_devices, known_devices
 from server.services.security_settings import two_factor_requirement
 from server.services.users import end_sessions, set_password
 from server.web import clock
@@ -58,6 +59,7 @@ MESSAGES = {
     "2fa-off": "Two-factor sign-in is off. Your other sessions are signed out.",
     "session-ended": "That session is signed out.",
     "others-ended": "Every other session is signed out.",
+    "browsers-forgotten": "The other browsers are forgotten: a sign-in from any of them will be emailed to you.",
 }
 
 
@@ -138,6 +140,8 @@ async def security_page(
             "required": requirement.applies_to(user.role),
             "remaining": await twofactor.remaining_recovery_codes(db_session, user.id),
             "sessions": await live_sessions(request, user),
+            "browsers": await known_devices(db_session, user.id),
+            "this_browser": device_hash(request.cookies.get(DEVICE_COOKIE) or ""),
             "notice": MESSAGES.get(ok),
             "error": None,
         },
@@ -298,6 +302,22 @@ async def end_other_sessions(request: Request[Any, Any, Any], db_session: NamedD
     return Redirect(f"{BASE}?ok=others-ended", status_code=303)
 
 
+@post(f"{BASE}/browsers/forget-others", opt=SIGNED_IN, status_code=303)
+async def forget_other_browsers(request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Redirect:
+    """Say after a shared computer: the browsers other than this one are no longer known."""
+    user = await signed_in_record(request, db_session)
+    forgotten = await forget_other_devices(db_session, user.id, request.cookies.get(DEVICE_COOKIE))
+    await record_as(
+        db_session,
+        who(request),
+        "user.browsers_forgotten",
+        object_type="user",
+        object_id=user.email,
+        detail={"forgotten": forgotten},
+    )
+    return Redirect(f"{BASE}?ok=browsers-forgotten", status_code=303)
+
+
 async def settings_summary(request: Request[Any, Any, Any], db_session: AsyncSession) -> dict[str, Any]:
     """The Security section of /settings (template settings/security.html): a summary and links."""
     user = await signed_in_record(request, db_session)
@@ -324,4 +344,5 @@ ROUTES = [
     regenerate_recovery_codes,
     end_one_session,
     end_other_sessions,
+    forget_other_browsers,
 ]

@@ -71,6 +71,10 @@ def test_a_forgotten_password_is_replaced_through_the_emailed_link(chromium: Bro
         page.click("button[type=submit]")
         page.wait_for_url(demo_server.url + "/")
         expect(page.locator("h1").first).to_be_visible()
+        page.goto(demo_server.url + "/settings/security")
+        browsers = page.locator("section[aria-labelledby=browsers-title]")
+        expect(browsers.get_by_text("this browser")).to_be_visible()
+        page.screenshot(path=str(SCREENSHOTS / "settings-security.png"), full_page=True)
         assert problems.seen == [], "\n".join(problems.seen)
     finally:
         context.close()

@@ -339,3 +339,34 @@ async def test_a_browser_unseen_for_longer_than_its_cookie_lives_is_forgotten(da
     assert [(row.device_hash, row.user_agent) for row in rows] == [
         (hashlib.sha256(token.encode()).hexdigest(), "Firefox")
     ]
+
+
+async def test_a_user_sees_their_browsers_and_forgets_the_others_so_a_sign_in_from_one_is_news_again(
+    database_url: str, mailbox: Mailbox
+) -> None:
+    await seed_users(database_url, ("csm@example.com", "csm"))
+    credentials = {"email": "csm@example.com", "password": PASSWORD}
+    async with running(database_url, **mailbox.env()) as client:
+        laptop, phone = Browser(client), Browser(client)
+        await laptop.post("/login", credentials, headers={"user-agent": "Laptop"})
+        await phone.post("/login", credentials, headers={"user-agent": "Phone"})
+        assert len(await delivered(mailbox, "csm@example.com", 1)) == 1  # the phone was news
+
+        async def browsers() -> str:
+            page = (await laptop.get("/settings/security")).text
+            return page[page.index("Browsers you signed in from") :].split("</section>")[0]
+
+        listed = await browsers()
+        assert "Laptop" in listed and "Phone" in listed
+        assert listed.count("this browser") == 1 and "Forget the other browsers" in listed
+
+        forgot = await laptop.post("/settings/security/browsers/forget-others")
+        assert location(forgot) == "/settings/security?ok=browsers-forgotten"
+        listed = await browsers()
+        assert "Laptop" in listed and "Phone" not in listed and "Forget the other browsers" not in listed
+        await phone.post("/logout")
+        await phone.post("/login", credentials, headers={"user-agent": "Phone"})
+        told = await delivered(mailbox, "csm@example.com", 2)
+    assert [message["Subject"] for message in told] == ["New sign-in to your account"] * 2
+    (event,) = await audit_events(database_url, "user.browsers_forgotten")
+    assert event.detail == {"forgotten": 1}
