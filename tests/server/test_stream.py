@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,11 @@ class FailingReader(SnapshotFolderReader):
 
     def batches(self, report: ReadReport, part: Part = WHOLE) -> Iterator[Block]:
         for block in super().batches(report, part):
+            # The reading thread may get here before the event loop has started the write just
+            # handed over (a loaded machine): give it a moment, so that the block after it fails.
+            deadline = time.monotonic() + 0.5
+            while not self.broken and time.monotonic() < deadline:
+                time.sleep(0.005)
             if self.broken:
                 raise OSError("the disk went away")
             yield block
