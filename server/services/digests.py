@@ -22,9 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import aiosmtplib
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -232,12 +231,6 @@ async def previous_counts(session: AsyncSession, user_id: int, day: dt.date) -> 
     return counts if counts and all(level in counts for level in COUNTERS) else None
 
 
-def _message_id(settings: Settings, digest_id: int, day: dt.date) -> str:
-    # The same id on every attempt, so a mail client folds a doubled message into one.
-    domain = urlsplit(settings.base_url).hostname or "localhost"
-    return f"<digest.{day.isoformat()}.{digest_id}@{domain}>"
-
-
 async def send_digest(factory: Factory, digest_id: int, settings: Settings, catalog: Catalog) -> str:
     """Send one outbox row unless it is sent, being sent, or out of attempts. Returns the outcome:
     sent, skipped, failed (worth another attempt) or unconfirmed (left to a person)."""
@@ -252,19 +245,16 @@ async def send_digest(factory: Factory, digest_id: int, settings: Settings, cata
         content = await build_digest(session, as_recipient(user), digest.day, settings, catalog, previous)
     if not await _claim(factory, digest_id):
         return "skipped"  # another job took it meanwhile
-    message_id = _message_id(settings, digest_id, content.day)
-    try:
-        await mail.send_email(email_message(content, settings, message_id), settings)
-    except mail.NOT_TAKEN as exc:
-        await _set_digest(factory, digest_id, state="failed", error=f"{type(exc).__name__}: {exc}"[:500])
-        return "failed"
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        await _set_digest(factory, digest_id, error=f"{type(exc).__name__}: {exc}"[:500])  # stays "sending"
-        return "unconfirmed"
-    await _set_digest(
-        factory, digest_id, state="sent", sent_at=utcnow(), counts=content.counts, message_id=message_id, error=None
-    )
-    return "sent"
+    message_id = mail.message_id(settings, f"digest.{content.day.isoformat()}.{digest_id}")
+    outcome, error = await mail.send_once(email_message(content, settings, message_id), settings)
+    if outcome == "failed":
+        await _set_digest(factory, digest_id, state="failed", error=error)
+    elif outcome == "unconfirmed":
+        await _set_digest(factory, digest_id, error=error)  # stays "sending"
+    else:
+        sent = {"sent_at": utcnow(), "counts": content.counts, "message_id": message_id, "error": None}
+        await _set_digest(factory, digest_id, state="sent", **sent)
+    return outcome
 
 
 # Digests a person may send again: cut short (no job sends them again) or refused (in one process

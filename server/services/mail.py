@@ -8,6 +8,7 @@ import email.utils
 from email.message import EmailMessage
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiosmtplib
 import css_inline
@@ -27,6 +28,7 @@ NOT_TAKEN = (
     aiosmtplib.SMTPConnectError,
     aiosmtplib.SMTPNotSupported,
 )
+ERROR_LENGTH = 500  # characters of an SMTP error kept on an outbox row
 
 
 @cache
@@ -56,6 +58,13 @@ def render(template: str, **context: object) -> tuple[str, str]:
     return text, _inliner().inline(html)
 
 
+def message_id(settings: Settings, local_part: str) -> str:
+    """A Message-ID on the portal's domain. The same on every attempt at one email, so a mail client
+    folds a doubled message into one."""
+    domain = urlsplit(settings.base_url).hostname or "localhost"
+    return f"<{local_part}@{domain}>"
+
+
 def email_message(
     settings: Settings, recipient: str, subject: str, text: str, html: str, message_id: str
 ) -> EmailMessage:
@@ -83,3 +92,15 @@ async def send_email(message: EmailMessage, settings: Settings) -> None:
         start_tls=settings.smtp_security == "starttls",
         timeout=30,
     )
+
+
+async def send_once(message: EmailMessage, settings: Settings) -> tuple[str, str | None]:
+    """Hand `message` to the SMTP server. Returns ("sent", None), ("failed", why) when the server
+    did not take it (another attempt cannot double it), or ("unconfirmed", why) when it may have."""
+    try:
+        await send_email(message, settings)
+    except NOT_TAKEN as exc:
+        return "failed", f"{type(exc).__name__}: {exc}"[:ERROR_LENGTH]
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        return "unconfirmed", f"{type(exc).__name__}: {exc}"[:ERROR_LENGTH]
+    return "sent", None

@@ -22,9 +22,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiosmtplib
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -144,11 +142,6 @@ def render_security_email(event: AuditEvent, user: User, settings: Settings) -> 
     return kind.subject, text, html
 
 
-def _message_id(settings: Settings, event_id: int) -> str:
-    domain = urlsplit(settings.base_url).hostname or "localhost"
-    return f"<security.{event_id}@{domain}>"
-
-
 CLAIMABLE_AGAIN = and_(SecurityEmail.state == "failed", SecurityEmail.attempts < MAX_ATTEMPTS)
 
 
@@ -201,17 +194,16 @@ async def send_security_email(factory: Factory, settings: Settings, event: Audit
     subject, text, html = render_security_email(event, user, settings)  # before the claim: nothing to undo
     if not await _claim(factory, event, user.email, retry):
         return "skipped"
-    message = mail.email_message(settings, user.email, subject, text, html, _message_id(settings, event.id))
-    try:
-        await mail.send_email(message, settings)
-    except mail.NOT_TAKEN as exc:
-        await _mark(factory, event.id, state="failed", error=f"{type(exc).__name__}: {exc}"[:500])
-        return "failed"
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        await _mark(factory, event.id, error=f"{type(exc).__name__}: {exc}"[:500])  # stays "sending"
-        return "unconfirmed"
-    await _mark(factory, event.id, state="sent", sent_at=utcnow(), error=None)
-    return "sent"
+    message_id = mail.message_id(settings, f"security.{event.id}")
+    message = mail.email_message(settings, user.email, subject, text, html, message_id)
+    outcome, error = await mail.send_once(message, settings)
+    if outcome == "failed":
+        await _mark(factory, event.id, state="failed", error=error)
+    elif outcome == "unconfirmed":
+        await _mark(factory, event.id, error=error)  # stays "sending"
+    else:
+        await _mark(factory, event.id, state="sent", sent_at=utcnow(), error=None)
+    return outcome
 
 
 async def send_security_emails(
